@@ -1,0 +1,49 @@
+"""Shared CLI plumbing: resolving settings and config the same way `shipyard up` does, output."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from shipyard.config.loader import LoadedConfig, load_config
+from shipyard.settings import Settings
+from shipyard.store.db import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+HOME_HELP = "Shipyard home directory (store, artifacts). Env: SHIPYARD_HOME. Default: ./.shipyard"
+CONFIG_HELP = "Path of shipyard.yaml. Env: SHIPYARD_CONFIG. Default: ./shipyard.yaml, else the built-in default."
+JSON_HELP = "Print machine-readable JSON instead of a table."
+
+HomeOpt = typer.Option(None, "--home", help=HOME_HELP, show_default=False)
+ConfigOpt = typer.Option(None, "--config", "-c", help=CONFIG_HELP, show_default=False)
+JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
+
+
+def resolve(home: str | None = None, config: str | None = None, **flags: Any) -> tuple[Settings, LoadedConfig]:
+    """Settings and config with the documented precedence (flag > env > file > default)."""
+    first = Settings(overrides={"home": home, "config": config, **flags})
+    loaded = load_config(first.config)
+    return first.with_file_values(loaded.config.settings), loaded
+
+
+def settings_only(home: str | None = None) -> Settings:
+    """Settings for commands that only need the store: the config file's `settings:` still count."""
+    settings, _ = resolve(home=home)
+    return settings
+
+
+def open_store(settings: Settings, migrate: bool = True) -> Store:
+    store = Store(settings.store_url)
+    if migrate:
+        store.migrate()
+    return store
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n")

@@ -1,0 +1,56 @@
+"""The `shipyard` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from shipyard import __version__
+from shipyard.cli import chat, config_cmd, mock_cmd, models, traces, up
+from shipyard.errors import ShipyardError
+
+app = typer.Typer(
+    name="shipyard",
+    help="Shipyard: an LLMOps platform. `shipyard up` starts an OpenAI-compatible gateway (on a local "
+    "model by default) with every call traced.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shipyard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+app.command("up")(up.up)
+app.command("chat")(chat.chat)
+app.command("mock-upstream")(mock_cmd.mock_upstream)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(models.app, name="models")
+app.add_typer(traces.app, name="traces")
+
+
+def main() -> None:
+    try:
+        app()
+    except ShipyardError as exc:
+        from shipyard.cli.common import err_console
+
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""`shipyard traces list|show`: read traces straight from the store."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.tree import Tree
+
+from shipyard.cli.common import HomeOpt, JsonOpt, console, open_store, print_json, settings_only
+from shipyard.store import traces as q
+
+app = typer.Typer(help="Inspect traced requests.", no_args_is_help=True)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(value: str | None) -> float | None:
+    """`15m`, `2h`, `7d` (ago) or an ISO date/time."""
+    if value is None:
+        return None
+    m = _DURATION.match(value.strip())
+    if m:
+        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"`{value}` is neither a duration like 15m/2h/7d nor an ISO time") from None
+
+
+def _ts(t: float, short: bool = False) -> str:
+    return datetime.fromtimestamp(t).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+@app.command("list")
+def list_traces(
+    route: str = typer.Option(None, "--route", "-r", help="Only this route."),
+    model: str = typer.Option(None, "--model", help="Only traces answered by this model."),
+    status: str = typer.Option(None, "--status", help="ok or error."),
+    since: str = typer.Option(None, "--since", help="Only newer traces: 15m, 2h, 7d or an ISO time."),
+    search: str = typer.Option(None, "--search", "-s", help="Text contained in the prompt or the answer."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many (newest first)."),
+    home: str = HomeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """List recent traces, newest first."""
+    if status is not None and status not in ("ok", "error"):
+        raise typer.BadParameter("must be `ok` or `error`", param_hint="--status")
+    store = open_store(settings_only(home))
+    f = q.TraceFilter(route=route, model=model, status=status, since=parse_since(since), search=search)
+    rows = q.list_traces(store, f, limit=limit)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} trace(s)" + (f" of {q.count_traces(store, f)}" if len(rows) == limit else ""))
+    for col in ("time", "trace", "route", "target", "status"):
+        table.add_column(col, no_wrap=True)
+    for col in ("ms", "ttft", "tokens", "cost $"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        status_txt = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status_code']}[/red]"
+        tokens = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+        table.add_row(_ts(r["start_time"], short=True), r["trace_id"][:10], r["route"] or "-", r["target"] or "-", status_txt,
+                      _ms(r["latency_ms"]), _ms(r["ttft_ms"]), tokens, f"{r['cost_usd'] or 0:.5f}")
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    trace_id: str = typer.Argument(..., help="Trace id (or a unique prefix of it)."),
+    home: str = HomeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Show one trace: summary, spans (route resolution, each attempt) and the messages."""
+    store = open_store(settings_only(home))
+    t = q.get_trace(store, trace_id)
+    if t is None:
+        console.print(f"[red]no trace `{trace_id}`[/red]; `shipyard traces list` shows recent ids")
+        raise typer.Exit(1)
+    if json_out:
+        print_json(t)
+        return
+    console.print(f"[bold]trace {t['trace_id']}[/bold]  {_ts(t['start_time'])}  {t['operation']}")
+    console.print(f"  route {t['route']} → target {t['target']} (provider {t['provider']}, model {t['model']})")
+    console.print(f"  status {t['status']} ({t['status_code']})  latency {_ms(t['latency_ms'])} ms  "
+                  f"ttft {_ms(t['ttft_ms'])} ms  attempts {t['attempts']}  stream {t['stream']}")
+    console.print(f"  tokens in {t['input_tokens']} out {t['output_tokens']}  cost ${t['cost_usd'] or 0:.6f}")
+    if t["error"]:
+        console.print(f"  [red]error[/red] {t['error']}", markup=False, highlight=False)
+    tree = Tree("spans")
+    nodes: dict[str | None, Tree] = {None: tree}
+    for s in t["spans"]:
+        parent = nodes.get(s["parent_id"], tree)
+        dur = (s["end_time"] - s["start_time"]) * 1000
+        colour = "green" if s["status"] == "ok" else "red"
+        attrs = s["attributes"] or {}
+        shown = ", ".join(f"{k}={v}" for k, v in attrs.items() if k.startswith(("gen_ai.usage", "shipyard.target",
+                                                                               "error.")))
+        nodes[s["span_id"]] = parent.add(f"[{colour}]{s['name']}[/{colour}] {dur:.1f} ms {shown}")
+    console.print(tree)
+    if t["input"] is not None:
+        console.print("[bold]input[/bold]")
+        if isinstance(t["input"], list) and t["input"] and isinstance(t["input"][0], dict):
+            for m in t["input"]:
+                console.print(f"  {m.get('role')}: {m.get('content')}", markup=False, highlight=False)
+        else:
+            console.print(f"  {t['input']}", markup=False, highlight=False)
+    if t["output"] is not None:
+        console.print("[bold]output[/bold]")
+        console.print(f"  {t['output']}", markup=False, highlight=False)

@@ -1,0 +1,80 @@
+"""`shipyard up`: start the platform (gateway, store, trace writer) in one process."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from shipyard import __version__
+from shipyard.cli.common import ConfigOpt, HomeOpt, console, resolve
+
+
+def client_example(base: str, route: str) -> str:
+    return (
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{base}/v1", api_key="unused")\n'
+        "reply = client.chat.completions.create(\n"
+        f'    model="{route}", messages=[{{"role": "user", "content": "Tell me about harbours."}}])\n'
+        "print(reply.choices[0].message.content)"
+    )
+
+
+def up(
+    host: str = typer.Option(None, "--host", help="Interface to listen on. Env: SHIPYARD_HOST. [default: 127.0.0.1]",
+                             show_default=False),
+    port: int = typer.Option(None, "--port", "-p", help="Port to listen on. Env: SHIPYARD_PORT. [default: 8700]",
+                             show_default=False),
+    home: str = HomeOpt,
+    config: str = ConfigOpt,
+    log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error. [default: info]",
+                                  show_default=False),
+) -> None:
+    """Start Shipyard: the OpenAI-compatible gateway on the configured routes, with every call traced.
+
+    With no config file, route `default` serves the embedded local model (Gemma 3 270M on
+    llama.cpp) and `wordllama` serves embeddings: no API key, no network. Stop with Ctrl-C
+    (or SIGTERM): in-flight requests finish and every pending trace is written first.
+    """
+    import uvicorn
+
+    from shipyard.gateway.app import create_app
+
+    settings, loaded = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    app = create_app(settings, loaded)
+    runtime = app.state.platform.runtime
+    base = f"http://{settings.host}:{settings.port}"
+    first_route = next((r for r in runtime.routes.values() if r.kind == "chat"), None)
+    console.print(f"[bold]Shipyard {__version__}[/bold] — LLMOps platform")
+    console.print(f"  config   {loaded.source}")
+    for r in runtime.routes.values():
+        targets = ", ".join(f"{t.label} ({runtime.provider_types[t.provider_name]})" for t in r.targets)
+        console.print(f"  route    [cyan]{r.name}[/cyan] → {targets}")
+    for name in runtime.embedding_models:
+        console.print(f"  embed    [cyan]{name}[/cyan]")
+    console.print(f"  store    {settings.store_url}")
+    console.print(f"  gateway  {base}/v1  (OpenAI-compatible)")
+    console.print(f"  health   {base}/healthz   ready: {base}/readyz")
+    if first_route is not None:
+        console.print("\nTry it (pip install openai):\n")
+        console.print(client_example(base, first_route.name), highlight=False, markup=False)
+        console.print()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
+            server_header=False,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)

@@ -1,0 +1,232 @@
+"""Load and check ``shipyard.yaml``: YAML with line numbers, ``${ENV}`` references, pydantic
+validation, provider options validated by each provider type, and cross-references
+(model → provider, target → model). Every problem is reported with its line and a fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from shipyard.config.schema import ShipyardConfig
+from shipyard.errors import ConfigError
+
+Path_ = tuple[str | int, ...]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DEFAULT_CONFIG_NAME = "default.yaml"
+
+
+@dataclass
+class LoadedConfig:
+    config: ShipyardConfig
+    source: str  # file path, or "built-in default"
+    provider_options: dict[str, BaseModel] = field(default_factory=dict)
+
+
+def _fmt_path(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+class _Reader:
+    """Builds plain Python data from a YAML node tree, remembering the line of every path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.problems: list[str] = []
+        self._scalars = yaml.SafeLoader("")
+
+    def where(self, path: Path_) -> str:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        line = self.lines.get(probe)
+        return f"{self.source}:{line}" if line else self.source
+
+    def build(self, node: yaml.Node, path: Path_, environ: Mapping[str, str]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for knode, vnode in node.value:
+                key = self._scalars.construct_object(knode)
+                if not isinstance(key, str):
+                    key = str(key)
+                kpath = (*path, key)
+                if key in out:
+                    self.problems.append(
+                        f"{self.source}:{knode.start_mark.line + 1}: {_fmt_path(kpath)}: duplicate key "
+                        f"(first at line {self.lines.get(kpath)}); keep one"
+                    )
+                self.lines[kpath] = knode.start_mark.line + 1
+                out[key] = self.build(vnode, kpath, environ)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(v, (*path, i), environ) for i, v in enumerate(node.value)]
+        value = self._scalars.construct_object(node)
+        if isinstance(value, str) and "${" in value:
+            value = self._substitute(value, path, environ)
+        return value
+
+    def _substitute(self, value: str, path: Path_, environ: Mapping[str, str]) -> str:
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            self.problems.append(
+                f"{self.where(path)}: {_fmt_path(path)}: environment variable `{name}` is not set; "
+                f"export it, or write `${{{name}:-default}}` to allow it to be missing"
+            )
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+
+
+def _hint(err: Mapping[str, Any], model: type[BaseModel] | None) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return f"add `{err['loc'][-1]}:`"
+    if kind == "extra_forbidden":
+        known = sorted(model.model_fields) if model is not None else []
+        return "remove it" + (f"; known keys here: {', '.join(known)}" if known else "")
+    return ""
+
+
+def _model_at(root: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of ``loc`` (for listing known keys)."""
+    current: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return None
+        ann = fields[part].annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _validation_problems(
+    exc: ValidationError, reader: _Reader, root: type[BaseModel], prefix: Path_ = ()
+) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc: Path_ = (*prefix, *err["loc"])
+        hint = _hint(err, _model_at(root, tuple(err["loc"])))
+        msg = err["msg"]
+        if err.get("type") == "extra_forbidden":
+            msg = f"unknown key `{loc[-1]}`"
+        out.append(f"{reader.where(loc)}: {_fmt_path(loc)}: {msg}" + (f" ({hint})" if hint else ""))
+    return out
+
+
+def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Parse and fully check a config; raise ConfigError listing every problem found."""
+    from shipyard.plugins import provider_types
+
+    env = os.environ if environ is None else environ
+    reader = _Reader(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    data = {} if node is None else reader.build(node, (), env)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping with keys like `routes:`")
+    problems = list(reader.problems)
+    try:
+        cfg = ShipyardConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, reader, ShipyardConfig)
+        raise ConfigError(f"{source} has {len(problems)} problem(s):", problems) from None
+
+    types = provider_types()
+    options: dict[str, BaseModel] = {}
+    seen: dict[str, int] = {}
+    for i, p in enumerate(cfg.providers):
+        path: Path_ = ("providers", i)
+        if p.name in seen:
+            problems.append(f"{reader.where((*path, 'name'))}: providers[{i}].name: `{p.name}` is already "
+                            f"used by providers[{seen[p.name]}]; names must be unique")
+        seen[p.name] = i
+        ptype = types.get(p.type)
+        if ptype is None:
+            problems.append(f"{reader.where((*path, 'type'))}: providers[{i}].type: unknown provider type "
+                            f"`{p.type}`; known types: {', '.join(sorted(types))}")
+            continue
+        try:
+            options[p.name] = ptype.options.model_validate(p.options)
+        except ValidationError as exc:
+            problems += _validation_problems(exc, reader, ptype.options, path)
+
+    providers = cfg.provider_by_name()
+    models = cfg.model_by_name()
+    seen = {}
+    for i, m in enumerate(cfg.models):
+        if m.name in seen:
+            problems.append(f"{reader.where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
+                            f"defined at models[{seen[m.name]}]")
+        seen[m.name] = i
+        if m.provider not in providers:
+            problems.append(f"{reader.where(('models', i, 'provider'))}: models[{i}].provider: no provider "
+                            f"named `{m.provider}`; defined providers: {', '.join(providers) or '(none)'}")
+    seen = {}
+    for i, r in enumerate(cfg.routes):
+        if r.name in seen:
+            problems.append(f"{reader.where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
+                            f"defined at routes[{seen[r.name]}]")
+        seen[r.name] = i
+        kinds = set()
+        for group in ("targets", "fallbacks"):
+            for j, t in enumerate(getattr(r, group)):
+                m = models.get(t.model)
+                if m is None:
+                    problems.append(
+                        f"{reader.where(('routes', i, group, j, 'model'))}: routes[{i}].{group}[{j}].model: "
+                        f"route `{r.name}` refers to model `{t.model}`, which is not defined; "
+                        f"defined models: {', '.join(models) or '(none)'}"
+                    )
+                else:
+                    kinds.add(m.kind)
+        if len(kinds) > 1:
+            problems.append(f"{reader.where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
+                            "embedding models; a route serves one kind")
+    if problems:
+        raise ConfigError(f"{source} has {len(problems)} problem(s):", problems)
+    return LoadedConfig(config=cfg, source=source, provider_options=options)
+
+
+def default_config_text() -> str:
+    return resources.files("shipyard.config").joinpath(DEFAULT_CONFIG_NAME).read_text("utf-8")
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Load ``path``; with None, ``./shipyard.yaml`` when present, else the built-in default."""
+    if path is None:
+        local = Path("shipyard.yaml")
+        if local.is_file():
+            path = local
+        else:
+            return parse_config(default_config_text(), "built-in default config", environ)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file `{p}` does not exist; check the path given to --config / SHIPYARD_CONFIG")
+    return parse_config(p.read_text("utf-8"), str(p), environ)

@@ -1,0 +1,96 @@
+"""The ``shipyard.yaml`` schema. Unknown keys are errors everywhere (``extra="forbid"``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(BaseModel):
+    """A backend instance. ``type`` picks the provider type; the other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="How models refer to this provider.")
+    type: str = Field(..., description="Provider type: local, openai, mock, wordllama, or a plugin's.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Pricing(Strict):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
+class ModelConfig(Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="Name targets use to refer to this model.")
+    provider: str = Field(..., description="Name of a provider in `providers:`.")
+    model: str | None = Field(None, description="Model name the provider knows; defaults to `name`.")
+    kind: Literal["chat", "embedding"] = "chat"
+    pricing: Pricing = Field(default_factory=Pricing)
+    params: dict[str, Any] = Field(default_factory=dict, description="Default request params.")
+
+    @property
+    def provider_model(self) -> str:
+        return self.model or self.name
+
+
+class TargetConfig(Strict):
+    model: str = Field(..., description="Name of a model in `models:`.")
+    name: str | None = Field(None, description="Label in traces and splits; defaults to the model name.")
+    weight: float = Field(1.0, ge=0, description="Share of traffic relative to the route's other targets.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Request params this target sets (they override the client's)."
+    )
+    timeout: float | None = Field(None, gt=0, description="Seconds per attempt (stream: per chunk).")
+    retries: int = Field(0, ge=0, le=10, description="Extra attempts on retryable errors before falling back.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class RouteConfig(Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="What clients send as `model`.")
+    description: str = ""
+    targets: list[TargetConfig] = Field(..., min_length=1)
+    fallbacks: list[TargetConfig] = Field(
+        default_factory=list, description="Tried in order when the chosen target fails."
+    )
+    sticky: bool = Field(True, description="Same `user` (or X-Shipyard-Session) → same target.")
+    retry_backoff: float = Field(0.05, ge=0, description="First retry delay in seconds; doubles each retry.")
+
+    @field_validator("targets")
+    @classmethod
+    def _some_weight(cls, v: list[TargetConfig]) -> list[TargetConfig]:
+        if v and sum(t.weight for t in v) <= 0:
+            raise ValueError("at least one target needs a weight above 0")
+        return v
+
+
+class ShipyardConfig(Strict):
+    version: Literal[1] = 1
+    settings: dict[str, Any] = Field(default_factory=dict)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    def model_by_name(self) -> dict[str, ModelConfig]:
+        return {m.name: m for m in self.models}
+
+    def provider_by_name(self) -> dict[str, ProviderConfig]:
+        return {p.name: p for p in self.providers}

@@ -1,0 +1,222 @@
+"""The ASGI application: OpenAI-compatible ``/v1`` endpoints, health probes, and the lifespan that
+opens the store, starts the trace writer and the providers, and flushes everything on shutdown.
+
+Handlers only parse, validate and hand over to :class:`~shipyard.gateway.service.Gateway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from shipyard import __version__
+from shipyard.config.loader import LoadedConfig
+from shipyard.errors import PayloadTooLarge, ShipyardError
+from shipyard.gateway import validation
+from shipyard.gateway.runtime import Runtime
+from shipyard.gateway.service import Gateway
+from shipyard.settings import Settings
+from shipyard.store.db import Store
+from shipyard.tracing.spans import Trace
+from shipyard.tracing.writer import TraceWriter
+
+log = logging.getLogger("shipyard.gateway")
+JSON = "application/json"
+
+
+@dataclass
+class Platform:
+    """Everything one running Shipyard holds. Built by :func:`create_app`, opened by the lifespan."""
+
+    settings: Settings
+    loaded: LoadedConfig
+    store: Store
+    runtime: Runtime
+    writer: TraceWriter
+    gateway: Gateway
+    started_at: float = field(default_factory=time.time)
+    store_ok: bool = False
+
+    @classmethod
+    def build(cls, settings: Settings, loaded: LoadedConfig) -> Platform:
+        store = Store(settings.store_url)
+        writer = TraceWriter(
+            store,
+            capture=settings.capture_messages,
+            max_chars=settings.capture_max_chars,
+            queue_size=settings.trace_queue_size,
+            batch_size=settings.trace_batch_size,
+            flush_interval=settings.trace_flush_interval,
+        )
+        runtime = Runtime(loaded, default_timeout=settings.default_timeout)
+        gateway = Gateway(runtime, writer, settings.default_timeout)
+        return cls(settings, loaded, store, runtime, writer, gateway)
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.store.migrate)
+        self.store_ok = True
+        self.writer.start()
+        await self.runtime.start()
+
+    async def close(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self.gateway.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.runtime.close()
+        pending = self.writer.pending
+        await asyncio.to_thread(self.writer.close, max(1.0, deadline - time.monotonic()))
+        log.info("trace writer flushed (%d pending at shutdown, %d written in total, %d dropped)",
+                 pending, self.writer.written, self.writer.dropped)
+        self.store.close()
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def _trace_headers(trace: Trace) -> dict[str, str]:
+    headers = {"x-shipyard-trace-id": trace.trace_id}
+    if trace.route:
+        headers["x-shipyard-route"] = trace.route
+    if trace.target:
+        headers["x-shipyard-target"] = trace.target
+    return headers
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body is {int(declared)} bytes; the limit is {limit} bytes (setting `max_body_bytes`)"
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (setting `max_body_bytes`)")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def create_app(settings: Settings, loaded: LoadedConfig) -> Starlette:
+    platform = Platform.build(settings, loaded)
+    gw = platform.gateway
+    limit = settings.max_body_bytes
+
+    async def chat_completions(request: Request) -> Response:
+        body = validation.parse_json(await _read_body(request, limit))
+        validation.validate_chat(body)
+        return await _answer("chat", body, request)
+
+    async def completions(request: Request) -> Response:
+        body = validation.parse_json(await _read_body(request, limit))
+        validation.validate_completion(body)
+        return await _answer("completion", body, request)
+
+    async def embeddings(request: Request) -> Response:
+        body = validation.parse_json(await _read_body(request, limit))
+        validation.validate_embeddings(body)
+        answer = await gw.complete("embeddings", body, request.headers)
+        return Response(answer.body, media_type=JSON, headers=_trace_headers(answer.trace))
+
+    async def _answer(op: str, body: dict[str, Any], request: Request) -> Response:
+        if body.get("stream"):
+            stream, trace = await gw.open_stream(op, body, request.headers)
+            headers = _trace_headers(trace)
+            headers["cache-control"] = "no-cache"
+            headers["x-accel-buffering"] = "no"
+            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        answer = await gw.complete(op, body, request.headers)
+        return Response(answer.body, media_type=JSON, headers=_trace_headers(answer.trace))
+
+    async def list_models(request: Request) -> Response:
+        return _json({"object": "list", "data": gw.runtime.model_list()})
+
+    async def get_model(request: Request) -> Response:
+        name = request.path_params["name"]
+        for m in gw.runtime.model_list():
+            if m["id"] == name:
+                return _json(m)
+        raise HTTPException(404, f"route or model `{name}` does not exist; GET /v1/models lists them")
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok", "version": __version__, "uptime_s": round(time.time() - platform.started_at, 1)})
+
+    async def readyz(request: Request) -> Response:
+        providers = {n: {"ready": h.ok, "detail": h.detail} for n, h in gw.runtime.readiness().items()}
+        ready = platform.store_ok and all(p["ready"] for p in providers.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "store": "ok" if platform.store_ok else "not open",
+            "providers": providers,
+            "trace_queue": platform.writer.pending,
+        }
+        return _json(body, 200 if ready else 503)
+
+    async def on_shipyard_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ShipyardError)
+        headers = {}
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["retry-after"] = str(int(retry_after + 0.999))
+        return _json(exc.to_openai(), exc.status, headers)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"no endpoint at {request.method} {request.url.path}; the gateway serves /v1/chat/completions, " \
+                      "/v1/completions, /v1/embeddings and /v1/models"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        err = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+        return _json(err, exc.status_code, dict(exc.headers or {}))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        err = {"error": {"message": f"internal error ({type(exc).__name__}); see the server log",
+                         "type": "api_error", "param": None, "code": None}}
+        return _json(err, 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await platform.open()
+        try:
+            yield
+        finally:
+            await platform.close()
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{name:path}", get_model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ShipyardError: on_shipyard_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+    )
+    app.state.platform = platform
+    return app

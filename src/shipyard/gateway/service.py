@@ -1,0 +1,396 @@
+"""The gateway's service layer: resolve the route, try targets (retry, backoff, fallback), trace it.
+
+HTTP handlers stay thin; the CLI's in-process chat calls this directly too. Every attempt becomes
+a span carrying the OpenTelemetry GenAI attributes; the finished trace goes to the batch writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shipyard.errors import ProviderError, ProviderTimeout, ShipyardError
+from shipyard.gateway.runtime import Route, Runtime, Target
+from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, Usage
+from shipyard.tracing import semconv as sc
+from shipyard.tracing.spans import Span, Trace
+from shipyard.tracing.writer import TraceWriter
+
+log = logging.getLogger("shipyard.gateway")
+
+OPERATIONS = {"chat": "chat", "completion": "text_completion", "embeddings": "embeddings"}
+SESSION_HEADER = "x-shipyard-session"
+
+
+@dataclass(slots=True)
+class Answer:
+    """A finished non-streamed answer and the trace that recorded it."""
+
+    body: bytes
+    trace: Trace
+
+
+class Gateway:
+    def __init__(self, runtime: Runtime, writer: TraceWriter | None, default_timeout: float = 120.0) -> None:
+        self.runtime = runtime
+        self.writer = writer
+        self.default_timeout = default_timeout
+        self.in_flight = 0
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def sticky_key(body: Mapping[str, Any], headers: Mapping[str, str] | None) -> str | None:
+        if headers is not None:
+            key = headers.get(SESSION_HEADER)
+            if key:
+                return key
+        user = body.get("user")
+        return user if isinstance(user, str) and user else None
+
+    def _begin(self, op: str, route: Route, body: dict[str, Any], key: str | None) -> tuple[Trace, Span]:
+        operation = OPERATIONS[op]
+        trace = Trace(operation=operation, route=route.name, stream=bool(body.get("stream")), user_id=key)
+        if op == "chat":
+            trace.input = body.get("messages")
+        elif op == "completion":
+            trace.input = body.get("prompt")
+        else:
+            trace.input = body.get("input")
+        root = trace.span(
+            f"{operation} {route.name}",
+            **{sc.OPERATION_NAME: operation, sc.REQUEST_MODEL: route.name, sc.ROUTE: route.name,
+               sc.STREAM: trace.stream},
+        )
+        for param, attr in sc.REQUEST_PARAMS.items():
+            if param in body:
+                root.attributes[attr] = body[param]
+        return trace, root
+
+    def _call(self, target: Target, body: dict[str, Any], key: str | None) -> Call:
+        merged = {**target.model.params, **body, **target.params} if (target.model.params or target.params) \
+            else dict(body)
+        merged["model"] = target.provider_model
+        return Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
+
+    def _attempt_span(self, trace: Trace, root: Span, op: str, target: Target, n: int, call: Call) -> Span:
+        span = trace.span(
+            f"{OPERATIONS[op]} {target.provider_model}",
+            parent=root,
+            **{sc.OPERATION_NAME: OPERATIONS[op], sc.PROVIDER_NAME: target.provider_name,
+               sc.REQUEST_MODEL: target.provider_model, sc.TARGET: target.label, sc.ATTEMPT: n},
+        )
+        for param, attr in sc.REQUEST_PARAMS.items():
+            if param in call.body:
+                span.attributes[attr] = call.body[param]
+        return span
+
+    def _fail_span(self, span: Span, exc: BaseException) -> None:
+        span.finish("error", **{sc.ERROR_TYPE: _error_type(exc)})
+        span.attributes["error.message"] = str(exc)[:500]
+
+    def _record_success(self, trace: Trace, root: Span, span: Span, target: Target, usage: Usage,
+                        model: str, finish: str | None) -> None:
+        trace.target = target.label
+        trace.provider = target.provider_name
+        trace.model = model
+        trace.input_tokens = usage.input_tokens
+        trace.output_tokens = usage.output_tokens
+        trace.cost_usd = target.pricing.cost(usage.input_tokens, usage.output_tokens)
+        attrs = {sc.RESPONSE_MODEL: model, sc.USAGE_INPUT_TOKENS: usage.input_tokens,
+                 sc.USAGE_OUTPUT_TOKENS: usage.output_tokens}
+        if finish:
+            attrs[sc.RESPONSE_FINISH_REASONS] = [finish]
+        span.finish("ok", **attrs)
+        root.attributes.update(attrs)
+        root.attributes[sc.TARGET] = target.label
+        root.attributes[sc.COST_USD] = trace.cost_usd
+
+    def _finish(self, trace: Trace, root: Span, error: BaseException | None = None, status: int = 200) -> None:
+        trace.end = time.time()
+        if error is not None:
+            trace.status = "error"
+            trace.status_code = status
+            trace.error = str(error)[:2000]
+            root.finish("error", **{sc.ERROR_TYPE: _error_type(error)})
+        else:
+            root.finish("ok")
+        if trace.ttft_ms is not None:
+            root.attributes[sc.TTFT_MS] = round(trace.ttft_ms, 3)
+        if self.writer is not None:
+            self.writer.submit(trace)
+
+    def _resolve_span(self, trace: Trace, root: Span, route: Route, key: str | None) -> list[Target]:
+        span = trace.span(f"route {route.name}", parent=root, **{sc.ROUTE: route.name})
+        plan = route.plan(key)
+        span.finish("ok", **{sc.TARGET: plan[0].label, sc.STICKY: key is not None and route.sticky,
+                             sc.CANDIDATES: [t.label for t in plan]})
+        return plan
+
+    async def _backoff(self, route: Route, retry: int, exc: ProviderError) -> None:
+        delay = route.retry_backoff * (2**retry) * (0.5 + random.random())
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, 10.0))
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # -- non-streamed ----------------------------------------------------------------------------
+    async def complete(self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Answer:
+        """Answer a non-streamed chat/completion/embeddings request (``op``)."""
+        kind = "embedding" if op == "embeddings" else "chat"
+        route = self.runtime.resolve(body.get("model"), kind)
+        key = self.sticky_key(body, headers)
+        trace, root = self._begin(op, route, body, key)
+        self.in_flight += 1
+        try:
+            plan = self._resolve_span(trace, root, route, key)
+            result = await self._try_targets(op, route, plan, body, key, trace, root)
+        except ShipyardError as exc:
+            self._finish(trace, root, exc, exc.status)
+            raise
+        except asyncio.CancelledError as exc:
+            self._finish(trace, root, ClientGone("client disconnected"), 499)
+            raise exc
+        finally:
+            self.in_flight -= 1
+        trace.ttft_ms = trace.latency_ms
+        if isinstance(result, Embeddings):
+            trace.output = None
+            payload = _embedding_bytes(result, body.get("encoding_format"))
+        else:
+            trace.output = result.text
+            payload = result.to_bytes()
+        self._finish(trace, root)
+        return Answer(payload, trace)
+
+    async def _try_targets(self, op: str, route: Route, plan: list[Target], body: dict[str, Any],
+                           key: str | None, trace: Trace, root: Span) -> Completion | Embeddings:
+        last: ProviderError | None = None
+        n = 0
+        for target in plan:
+            for retry in range(target.retries + 1):
+                if retry:
+                    assert last is not None
+                    await self._backoff(route, retry - 1, last)
+                n += 1
+                trace.attempts = n
+                call = self._call(target, body, key)
+                span = self._attempt_span(trace, root, op, target, n, call)
+                provider = target.provider
+                try:
+                    async with asyncio.timeout(target.timeout):
+                        if op == "chat":
+                            result: Completion | Embeddings = await provider.chat(call)
+                        elif op == "completion":
+                            result = await provider.complete(call)
+                        else:
+                            result = await provider.embed(call)
+                except TimeoutError:
+                    last = ProviderTimeout(f"target `{target.label}` timed out after {target.timeout:g}s")
+                    self._fail_span(span, last)
+                    continue
+                except ProviderError as exc:
+                    self._fail_span(span, exc)
+                    if not exc.retryable:
+                        raise
+                    last = exc
+                    continue
+                except ShipyardError as exc:
+                    self._fail_span(span, exc)
+                    raise
+                if isinstance(result, Embeddings):
+                    self._record_success(trace, root, span, target, result.usage, result.model, None)
+                else:
+                    self._record_success(trace, root, span, target, result.usage, result.model,
+                                         result.finish_reason)
+                return result
+        raise _exhausted(route, n, last)
+
+    # -- streamed --------------------------------------------------------------------------------
+    async def open_stream(self, op: str, body: dict[str, Any],
+                          headers: Mapping[str, str] | None = None) -> tuple[AsyncIterator[bytes], Trace]:
+        """Start a streamed answer. Targets are tried until one produces its first chunk, so any
+        failure before the first byte is still an HTTP error (and can fall back); after that the
+        stream belongs to the target that started it."""
+        route = self.runtime.resolve(body.get("model"), "chat")
+        key = self.sticky_key(body, headers)
+        trace, root = self._begin(op, route, body, key)
+        self.in_flight += 1
+        try:
+            plan = self._resolve_span(trace, root, route, key)
+            last: ProviderError | None = None
+            n = 0
+            for target in plan:
+                for retry in range(target.retries + 1):
+                    if retry:
+                        assert last is not None
+                        await self._backoff(route, retry - 1, last)
+                    n += 1
+                    trace.attempts = n
+                    call = self._call(target, body, key)
+                    span = self._attempt_span(trace, root, op, target, n, call)
+                    it = (target.provider.stream_chat(call) if op == "chat"
+                          else target.provider.stream_complete(call))
+                    try:
+                        async with asyncio.timeout(target.timeout):
+                            first = await anext(it)
+                    except StopAsyncIteration:
+                        last = ProviderTimeout(f"target `{target.label}` ended its stream without data")
+                        self._fail_span(span, last)
+                        continue
+                    except TimeoutError:
+                        await _aclose(it)
+                        last = ProviderTimeout(f"target `{target.label}` sent nothing for {target.timeout:g}s")
+                        self._fail_span(span, last)
+                        continue
+                    except ProviderError as exc:
+                        await _aclose(it)
+                        self._fail_span(span, exc)
+                        if not exc.retryable:
+                            raise
+                        last = exc
+                        continue
+                    except ShipyardError as exc:
+                        await _aclose(it)
+                        self._fail_span(span, exc)
+                        raise
+                    trace.target, trace.provider = target.label, target.provider_name
+                    return self._relay(trace, root, span, target, it, first), trace
+            raise _exhausted(route, n, last)
+        except ShipyardError as exc:
+            self.in_flight -= 1
+            self._finish(trace, root, exc, exc.status)
+            raise
+        except BaseException as exc:
+            self.in_flight -= 1
+            self._finish(trace, root, ClientGone(f"stream setup aborted: {type(exc).__name__}"), 499)
+            raise
+
+    async def _relay(self, trace: Trace, root: Span, span: Span, target: Target,
+                     it: AsyncIterator[StreamChunk], first: StreamChunk) -> AsyncIterator[bytes]:
+        texts: list[str] = []
+        usage: Usage | None = None
+        finish: str | None = None
+        error: BaseException | None = None
+        status = 200
+        chunk = first
+        try:
+            while True:
+                if chunk.text:
+                    texts.append(chunk.text)
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+                if chunk.data:
+                    if trace.ttft_ms is None and (chunk.text or chunk.finish_reason):
+                        trace.ttft_ms = (time.time() - trace.start) * 1000
+                    yield chunk.data
+                try:
+                    async with asyncio.timeout(target.timeout):
+                        chunk = await anext(it)
+                except StopAsyncIteration:
+                    break
+        except TimeoutError:
+            error = ProviderTimeout(f"target `{target.label}` stalled for {target.timeout:g}s mid-stream")
+            status = 504
+            yield _sse_error(error)
+        except ShipyardError as exc:
+            error, status = exc, exc.status
+            yield _sse_error(exc)
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            error, status = ClientGone("client disconnected mid-stream"), 499
+            await _aclose(it)
+            raise exc
+        except Exception as exc:
+            log.exception("stream from target `%s` failed", target.label)
+            error, status = exc, 502
+            yield _sse_error(ShipyardError(f"stream from target `{target.label}` failed: {exc}"))
+        finally:
+            self.in_flight -= 1
+            trace.output = "".join(texts)
+            if trace.ttft_ms is None and texts:
+                trace.ttft_ms = trace.latency_ms
+            if usage is None:
+                usage = Usage(
+                    target.provider.count_tokens(_input_text(trace.input), target.provider_model),
+                    target.provider.count_tokens(trace.output, target.provider_model),
+                )
+                root.attributes["shipyard.usage_estimated"] = True
+            self._record_success(trace, root, span, target, usage, target.provider_model, finish)
+            if error is not None:
+                span.status = "error"
+                span.attributes[sc.ERROR_TYPE] = _error_type(error)
+            self._finish(trace, root, error, status)
+
+
+class ClientGone(ShipyardError):
+    status = 499
+    type = "client_closed_request"
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    if isinstance(exc, ShipyardError) and exc.code:
+        return exc.code
+    if isinstance(exc, ProviderError):
+        return f"http_{exc.upstream_status}" if exc.upstream_status else type(exc).__name__
+    return type(exc).__name__
+
+
+def _exhausted(route: Route, attempts: int, last: ProviderError | None) -> ShipyardError:
+    detail = last.message if last is not None else "no target could be tried"
+    err = ProviderError(
+        f"route `{route.name}`: all {attempts} attempt(s) failed; last error: {detail}",
+        status=last.status if last is not None else 502,
+        code=last.code if last is not None else None,
+    )
+    if last is not None:
+        err.type = last.type
+        err.retry_after = last.retry_after
+    return err
+
+
+def _sse_error(exc: ShipyardError) -> bytes:
+    return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\ndata: [DONE]\n\n"
+
+
+def _input_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        from shipyard.providers.base import messages_text
+
+        if value and isinstance(value[0], dict):
+            return messages_text(value)
+        return "\n".join(str(v) for v in value)
+    return ""
+
+
+def _embedding_bytes(result: Embeddings, encoding_format: Any) -> bytes:
+    if result.raw is not None:
+        return result.raw
+    data = result.to_openai()
+    if encoding_format == "base64":
+        for item in data["data"]:
+            vec = item["embedding"]
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+    return orjson.dumps(data)
+
+
+async def _aclose(it: AsyncIterator[Any]) -> None:
+    close: Callable[[], Awaitable[None]] | None = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass

@@ -1,0 +1,170 @@
+"""Request validation for the OpenAI-compatible endpoints.
+
+Checks only what Shipyard relies on, by hand (faster than a schema library on the hot path, and
+the messages can name the exact field and the fix). Unknown fields are left alone: they are
+passed through to OpenAI-compatible upstreams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from shipyard.errors import InvalidRequest
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; send a JSON object (Content-Type: application/json)")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got a JSON {type(body).__name__}")
+    return body
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number" if isinstance(v, int | float) else type(v).__name__
+    )
+
+
+def _bad(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(f"`{param}` must be {expected}; got {_type_name(value)} {_short(value)}", param=param)
+
+
+def _short(v: Any) -> str:
+    s = orjson.dumps(v, default=str).decode()
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float) -> None:
+    v = body.get(name)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _bad(name, f"a number between {lo:g} and {hi:g}", v)
+    if not lo <= v <= hi:
+        raise InvalidRequest(f"`{name}` must be between {lo:g} and {hi:g}; got {v}", param=name)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> None:
+    v = body.get(name)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _bad(name, "an integer >= 1", v)
+
+
+def _common(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("`model` is required: send the name of a route (GET /v1/models lists them)",
+                             param="model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "a non-empty string naming a route", model)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "true or false", stream)
+    opts = body.get("stream_options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise _bad("stream_options", "an object like {\"include_usage\": true}", opts)
+        if "include_usage" in opts and not isinstance(opts["include_usage"], bool):
+            raise _bad("stream_options.include_usage", "true or false", opts["include_usage"])
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad("user", "a string", user)
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "frequency_penalty", -2, 2)
+    _number(body, "presence_penalty", -2, 2)
+    _positive_int(body, "max_tokens")
+    _positive_int(body, "max_completion_tokens")
+    _positive_int(body, "n")
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _bad("stop", "a string or an array of strings", stop)
+    return model
+
+
+def validate_chat(body: dict[str, Any]) -> str:
+    model = _common(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("`messages` is required: an array like [{\"role\": \"user\", \"content\": \"Hi\"}]",
+                             param="messages")
+    if not isinstance(messages, list):
+        raise _bad("messages", "an array of message objects", messages)
+    if not messages:
+        raise InvalidRequest("`messages` must contain at least one message", param="messages")
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(where, "an object with `role` and `content`", m)
+        role = m.get("role")
+        if role not in ROLES:
+            if role is None:
+                raise InvalidRequest(f"`{where}.role` is required; one of {', '.join(ROLES)}", param=f"{where}.role")
+            raise InvalidRequest(
+                f"`{where}.role` must be one of {', '.join(ROLES)}; got {_short(role)}", param=f"{where}.role"
+            )
+        content = m.get("content")
+        if content is None:
+            if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
+                continue
+            raise InvalidRequest(f"`{where}.content` is required for role `{role}`", param=f"{where}.content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise _bad(f"{where}.content[{j}]", "a content part object with a `type`", part)
+        elif not isinstance(content, str):
+            raise _bad(f"{where}.content", "a string or an array of content parts", content)
+    return model
+
+
+def validate_completion(body: dict[str, Any]) -> str:
+    model = _common(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise InvalidRequest("`prompt` is required: the text to continue", param="prompt")
+    if isinstance(prompt, list):
+        if not prompt or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in prompt):
+            raise _bad("prompt", "a string or a non-empty array of strings", prompt)
+    elif not isinstance(prompt, str):
+        raise _bad("prompt", "a string or an array of strings", prompt)
+    return model
+
+
+def validate_embeddings(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("`model` is required: an embedding model or route (GET /v1/models lists them)",
+                             param="model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "a non-empty string", model)
+    inp = body.get("input")
+    if inp is None:
+        raise InvalidRequest("`input` is required: a string or an array of strings", param="input")
+    if isinstance(inp, str):
+        if not inp:
+            raise InvalidRequest("`input` must not be empty", param="input")
+    elif isinstance(inp, list):
+        if not inp:
+            raise InvalidRequest("`input` must contain at least one item", param="input")
+        for i, item in enumerate(inp):
+            if isinstance(item, bool) or not isinstance(item, str | int | list):
+                raise _bad(f"input[{i}]", "a string (or token array)", item)
+    else:
+        raise _bad("input", "a string or an array of strings", inp)
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in ("float", "base64"):
+        raise InvalidRequest(f"`encoding_format` must be `float` or `base64`; got {_short(fmt)}",
+                             param="encoding_format")
+    return model

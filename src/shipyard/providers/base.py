@@ -1,0 +1,313 @@
+"""The one small protocol every model backend implements, and the values that cross it.
+
+A provider turns an OpenAI-shaped request body into an answer. It is handed the body with the
+route's target already applied (``model`` is the provider-side model name, target params merged),
+and answers either a whole response or a stream of :class:`StreamChunk`. Each chunk carries the
+exact bytes to send to the client (an SSE event) plus what the trace needs (text delta, usage), so
+a pass-through provider can forward upstream bytes untouched while local providers build their own.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_openai(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(slots=True)
+class Call:
+    """One request to a provider.
+
+    ``body`` is the OpenAI request body to send (already a fresh dict the provider may keep);
+    ``model`` the provider-side model name; ``timeout`` seconds for this attempt (for streams: until
+    the first chunk and between chunks); ``user`` the fairness/sticky key when the client gave one.
+    """
+
+    body: dict[str, Any]
+    model: str
+    timeout: float
+    user: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streamed) answer.
+
+    ``raw`` holds bytes to return to the client unchanged when the provider has them (pass-through);
+    otherwise the gateway serializes ``body``. ``text`` is what the trace records as the output.
+    """
+
+    body: dict[str, Any] | None
+    usage: Usage
+    text: str
+    model: str
+    finish_reason: str | None = None
+    raw: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        return orjson.dumps(self.body)
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One piece of a streamed answer: ``data`` goes to the client as-is (may be empty)."""
+
+    data: bytes
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    usage: Usage
+    model: str
+    raw: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.raw if self.raw is not None else orjson.dumps(self.to_openai())
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self.vectors)
+            ],
+            "model": self.model,
+            "usage": {"prompt_tokens": self.usage.input_tokens, "total_tokens": self.usage.input_tokens},
+        }
+
+
+@dataclass(slots=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+class ProviderOptions(BaseModel):
+    """Base for each provider type's options in ``shipyard.yaml``; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the gateway needs from a backend. :class:`MockProvider` is the shipped fake."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open pools / load weights. Called once before the first request."""
+
+    async def close(self) -> None:
+        """Release everything; called on shutdown."""
+
+    async def chat(self, call: Call) -> Completion: ...
+
+    def stream_chat(self, call: Call) -> AsyncIterator[StreamChunk]: ...
+
+    async def complete(self, call: Call) -> Completion: ...
+
+    def stream_complete(self, call: Call) -> AsyncIterator[StreamChunk]: ...
+
+    async def embed(self, call: Call) -> Embeddings: ...
+
+    def count_tokens(self, text: str, model: str) -> int: ...
+
+    async def health(self) -> Health: ...
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """How plugins register a provider type: its name in config, options model and factory."""
+
+    type: str
+    options: type[ProviderOptions]
+    factory: Any  # Callable[[str, ProviderOptions], Provider]
+    description: str = ""
+
+
+class BaseProvider:
+    """Shared behaviour: unsupported operations answer a clear 400, token counting falls back to
+    a rough estimate. Subclasses override what they support."""
+
+    kind: ClassVar[str] = "base"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _unsupported(self, what: str) -> Exception:
+        from shipyard.errors import UnsupportedOperation
+
+        return UnsupportedOperation(f"provider `{self.name}` ({self.kind}) does not support {what}")
+
+    async def chat(self, call: Call) -> Completion:
+        raise self._unsupported("chat completions")
+
+    def stream_chat(self, call: Call) -> AsyncIterator[StreamChunk]:
+        raise self._unsupported("streamed chat completions")
+
+    async def complete(self, call: Call) -> Completion:
+        raise self._unsupported("text completions")
+
+    def stream_complete(self, call: Call) -> AsyncIterator[StreamChunk]:
+        raise self._unsupported("streamed text completions")
+
+    async def embed(self, call: Call) -> Embeddings:
+        raise self._unsupported("embeddings")
+
+    def count_tokens(self, text: str, model: str) -> int:
+        return estimate_tokens(text)
+
+    async def health(self) -> Health:
+        return Health(True)
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4 characters per token for English; used only where no tokenizer is available."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def messages_text(messages: list[dict[str, Any]]) -> str:
+    """Flatten chat messages (string or content-part lists) to text, for token estimates."""
+    parts: list[str] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            for p in content:
+                if isinstance(p, dict) and isinstance(p.get("text"), str):
+                    parts.append(p["text"])
+    return "\n".join(parts)
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def chat_chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> bytes:
+    return sse(
+        {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+    )
+
+
+def chat_usage_chunk(cid: str, created: int, model: str, usage: Usage) -> bytes:
+    return sse(
+        {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+    )
+
+
+def completion_chunk(cid: str, created: int, model: str, text: str, finish: str | None) -> bytes:
+    return sse(
+        {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        }
+    )
+
+
+def completion_usage_chunk(cid: str, created: int, model: str, usage: Usage) -> bytes:
+    return sse(
+        {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+    )
+
+
+def chat_body(cid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": usage.to_openai(),
+    }
+
+
+def completion_body(cid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": now(),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        "usage": usage.to_openai(),
+    }
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return bool(isinstance(opts, dict) and opts.get("include_usage"))

@@ -1,0 +1,180 @@
+"""Every setting, declared once as data with its default and help text.
+
+Precedence, highest first: command-line flag > environment variable ``SHIPYARD_<NAME>`` >
+``settings:`` section of ``shipyard.yaml`` > default. ``docs/reference/settings.md`` is generated
+from this table (``python -m shipyard.settings``) and a test fails when it is out of date.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def env(self) -> str:
+        return "SHIPYARD_" + self.name.upper()
+
+    def parse(self, raw: Any, source: str) -> Any:
+        """Turn a raw value (string from the environment, YAML scalar) into the setting's type."""
+        try:
+            if self.type is bool:
+                value: Any
+                if isinstance(raw, bool):
+                    value = raw
+                elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                    value = True
+                elif str(raw).strip().lower() in ("0", "false", "no", "off", ""):
+                    value = False
+                else:
+                    raise ValueError("expected true/false")
+            elif raw is None and self.default is None:
+                value = None
+            else:
+                value = self.type(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"setting `{self.name}` from {source} must be {self.type.__name__}, got {raw!r}: {exc}"
+            ) from None
+        if self.choices and value not in self.choices:
+            raise ConfigError(
+                f"setting `{self.name}` from {source} must be one of {', '.join(self.choices)}; got {value!r}"
+            )
+        if self.minimum is not None and value is not None and value < self.minimum:
+            raise ConfigError(f"setting `{self.name}` from {source} must be >= {self.minimum}; got {value!r}")
+        return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", str, ".shipyard", "Directory holding the store, artifacts and logs. Relative paths "
+            "are resolved against the working directory."),
+    Setting("host", str, "127.0.0.1", "Interface `shipyard up` listens on. Use 0.0.0.0 to accept "
+            "connections from other machines."),
+    Setting("port", int, 8700, "Port `shipyard up` listens on.", minimum=1),
+    Setting("config", str, None, "Path of the `shipyard.yaml` to load. Unset: `./shipyard.yaml` when "
+            "it exists, else the built-in default (route `default` on the embedded local model)."),
+    Setting("database_url", str, None, "SQLAlchemy URL of the store. Unset: SQLite (WAL) at "
+            "`<home>/shipyard.db`. Example: `postgresql+psycopg://user@host/db`."),
+    Setting("log_level", str, "info", "Log level of the server.",
+            choices=("debug", "info", "warning", "error")),
+    Setting("max_body_bytes", int, 8 * 1024 * 1024, "Largest request body the gateway accepts; "
+            "bigger bodies get HTTP 413.", minimum=1024),
+    Setting("capture_messages", str, "full", "What traces keep of prompts and answers: `full`, "
+            "`truncated` (first `capture_max_chars` characters of each), or `none`.",
+            choices=("full", "truncated", "none")),
+    Setting("capture_max_chars", int, 2000, "Characters kept per message when `capture_messages` is "
+            "`truncated`.", minimum=1),
+    Setting("trace_queue_size", int, 50_000, "Traces waiting to be written that the gateway holds in "
+            "memory; beyond it new traces are dropped (and counted), never the request.", minimum=1),
+    Setting("trace_batch_size", int, 500, "Traces written per store transaction.", minimum=1),
+    Setting("trace_flush_interval", float, 0.25, "Longest time, in seconds, a trace waits in memory "
+            "before it is written.", minimum=0.01),
+    Setting("default_timeout", float, 120.0, "Per-attempt timeout in seconds for targets that set "
+            "none.", minimum=0.001),
+    Setting("shutdown_timeout", float, 30.0, "Seconds a shutdown waits for in-flight requests and "
+            "the trace flush.", minimum=0),
+    Setting("local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.",
+            minimum=0),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class Settings:
+    """Resolved settings. Attribute access by setting name; ``source(name)`` says where it came from."""
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        file_values: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._values: dict[str, Any] = {}
+        self._sources: dict[str, str] = {}
+        for unknown in set(file_values or {}) - BY_NAME.keys():
+            raise ConfigError(
+                f"unknown setting `{unknown}` in the config file's `settings:`; "
+                f"known settings: {', '.join(sorted(BY_NAME))}"
+            )
+        for s in SETTINGS:
+            if overrides and overrides.get(s.name) is not None:
+                self._values[s.name] = s.parse(overrides[s.name], "the command line")
+                self._sources[s.name] = "flag"
+            elif s.env in env:
+                self._values[s.name] = s.parse(env[s.env], f"${s.env}")
+                self._sources[s.name] = "env"
+            elif file_values and s.name in file_values:
+                self._values[s.name] = s.parse(file_values[s.name], "shipyard.yaml")
+                self._sources[s.name] = "config"
+            else:
+                self._values[s.name] = s.default
+                self._sources[s.name] = "default"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name: str) -> str:
+        return self._sources[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def with_file_values(self, file_values: Mapping[str, Any]) -> Settings:
+        """Re-resolve with a config file's `settings:` section; flags and env keep winning."""
+        overrides = {k: v for k, v in self._values.items() if self._sources[k] == "flag"}
+        return Settings(overrides=overrides, file_values=file_values)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self._values["home"]).expanduser().resolve()
+
+    @property
+    def store_url(self) -> str:
+        url = self._values["database_url"]
+        if url:
+            return str(url)
+        return f"sqlite:///{self.home_path / 'shipyard.db'}"
+
+
+def render_markdown() -> str:
+    """The settings reference page, generated from SETTINGS."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from `src/shipyard/settings.py` by `python -m shipyard.settings`; do not edit by hand.",
+        "",
+        "Precedence, highest first: command-line flag > environment variable > `settings:` section of "
+        "`shipyard.yaml` > default.",
+        "",
+        "| setting | environment variable | default | description |",
+        "|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = "(unset)" if s.default is None else f"`{s.default}`"
+        desc = s.help
+        if s.choices:
+            desc += " One of: " + ", ".join(f"`{c}`" for c in s.choices) + "."
+        lines.append(f"| `{s.name}` | `{s.env}` | {default} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

@@ -1,0 +1,152 @@
+"""Trace queries: batch insert (from the writer thread), list with filters, show one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from shipyard.store.db import Store
+from shipyard.store.tables import spans, traces
+from shipyard.tracing.spans import Trace
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + f"…[{len(text) - n} more chars]"
+
+
+def capture_value(value: Any, capture: str, max_chars: int) -> Any:
+    """Apply the capture policy to a trace's input/output (messages, prompt, text)."""
+    if capture == "none" or value is None:
+        return None
+    if capture == "full":
+        return value
+    if isinstance(value, str):
+        return _cut(value, max_chars)
+    if isinstance(value, list):
+        out = []
+        for item in value:
+            if isinstance(item, dict) and isinstance(item.get("content"), str):
+                item = {**item, "content": _cut(item["content"], max_chars)}
+            elif isinstance(item, str):
+                item = _cut(item, max_chars)
+            out.append(item)
+        return out
+    return value
+
+
+def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", max_chars: int = 2000) -> None:
+    trace_rows = []
+    span_rows = []
+    for t in batch:
+        output = capture_value(t.output, capture, max_chars)
+        trace_rows.append(
+            {
+                "trace_id": t.trace_id,
+                "start_time": t.start,
+                "end_time": t.end or t.start,
+                "source": t.source,
+                "operation": t.operation,
+                "route": t.route,
+                "target": t.target,
+                "provider": t.provider,
+                "model": t.model,
+                "status": t.status,
+                "status_code": t.status_code,
+                "error": t.error,
+                "latency_ms": round(((t.end or t.start) - t.start) * 1000, 3),
+                "ttft_ms": None if t.ttft_ms is None else round(t.ttft_ms, 3),
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "cost_usd": t.cost_usd,
+                "stream": t.stream,
+                "attempts": t.attempts,
+                "user_id": t.user_id,
+                "input": capture_value(t.input, capture, max_chars),
+                "output": output,
+                "attributes": t.attributes or None,
+            }
+        )
+        for s in t.spans:
+            span_rows.append(
+                {
+                    "span_id": s.span_id,
+                    "trace_id": s.trace_id,
+                    "parent_id": s.parent_id,
+                    "name": s.name,
+                    "start_time": s.start,
+                    "end_time": s.end or s.start,
+                    "status": s.status,
+                    "attributes": s.attributes or None,
+                }
+            )
+    with store.engine.begin() as conn:
+        if trace_rows:
+            conn.execute(traces.insert(), trace_rows)
+        if span_rows:
+            conn.execute(spans.insert(), span_rows)
+
+
+@dataclass
+class TraceFilter:
+    route: str | None = None
+    model: str | None = None
+    status: str | None = None
+    since: float | None = None
+    until: float | None = None
+    search: str | None = None
+
+
+def _where(f: TraceFilter) -> list[Any]:
+    cond: list[Any] = []
+    if f.route:
+        cond.append(traces.c.route == f.route)
+    if f.model:
+        cond.append(traces.c.model == f.model)
+    if f.status:
+        cond.append(traces.c.status == f.status)
+    if f.since is not None:
+        cond.append(traces.c.start_time >= f.since)
+    if f.until is not None:
+        cond.append(traces.c.start_time < f.until)
+    if f.search:
+        like = f"%{f.search}%"
+        cond.append(sa.or_(sa.cast(traces.c.input, sa.Text).like(like), traces.c.output.like(like)))
+    return cond
+
+
+SUMMARY_COLUMNS = [c for c in traces.c if c.name not in ("input", "output", "attributes")]
+
+
+def list_traces(store: Store, f: TraceFilter | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    q = sa.select(*SUMMARY_COLUMNS).where(*_where(f or TraceFilter()))
+    q = q.order_by(traces.c.start_time.desc()).limit(limit).offset(offset)
+    with store.engine.connect() as conn:
+        return [r._asdict() for r in conn.execute(q)]
+
+
+def count_traces(store: Store, f: TraceFilter | None = None) -> int:
+    q = sa.select(sa.func.count()).select_from(traces).where(*_where(f or TraceFilter()))
+    with store.engine.connect() as conn:
+        return int(conn.execute(q).scalar() or 0)
+
+
+def get_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(traces).where(traces.c.trace_id == trace_id)).first()
+        if row is None and len(trace_id) < 32:
+            # Allow a unique prefix, like git does for commits.
+            rows = conn.execute(
+                sa.select(traces).where(traces.c.trace_id.like(trace_id + "%")).limit(2)
+            ).all()
+            row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            return None
+        out = row._asdict()
+        span_rows = conn.execute(
+            sa.select(spans).where(spans.c.trace_id == out["trace_id"]).order_by(spans.c.start_time)
+        )
+        out["spans"] = [s._asdict() for s in span_rows]
+        return out

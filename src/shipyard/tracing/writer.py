@@ -1,0 +1,136 @@
+"""The batch writer: traces leave the request path through a bounded in-memory queue and are
+written by one background thread, many per transaction. ``close()`` drains the queue, so a clean
+shutdown loses nothing; a full queue drops new traces (counted) rather than slowing requests."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from shipyard.store import traces as trace_queries
+from shipyard.store.db import Store
+from shipyard.tracing.spans import Trace
+
+log = logging.getLogger("shipyard.tracing")
+_STOP = object()
+
+
+class TraceWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        capture: str = "full",
+        max_chars: int = 2000,
+        queue_size: int = 50_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.capture = capture
+        self.max_chars = max_chars
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self.submitted = 0
+        self.written = 0
+        self.dropped = 0
+        self.failed_batches = 0
+
+    @property
+    def pending(self) -> int:
+        return self._q.qsize()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="shipyard-trace-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, trace: Trace) -> bool:
+        """Hand a finished trace to the writer; never blocks."""
+        try:
+            self._q.put_nowait(trace)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.warning("trace queue full: %d trace(s) dropped so far", self.dropped)
+            return False
+        self.submitted += 1
+        return True
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted so far is written. Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._q.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._thread is None:
+            return
+        self._q.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._q.get(timeout=self.flush_interval)
+            except queue.Empty:
+                continue
+            batch: list[Trace] = []
+            n_items = 1
+            if first is _STOP:
+                stop = True
+            else:
+                batch.append(first)
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                n_items += 1
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+            if stop:
+                # Drain whatever is left: a clean shutdown loses nothing.
+                while True:
+                    try:
+                        item = self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    n_items += 1
+                    if item is not _STOP:
+                        batch.append(item)
+            try:
+                if batch:
+                    self._write(batch)
+            finally:
+                for _ in range(n_items):
+                    self._q.task_done()
+
+    def _write(self, batch: list[Trace]) -> None:
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                trace_queries.insert_traces(self.store, batch, self.capture, self.max_chars)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # the store may be locked or briefly unreachable
+                if attempt == 5:
+                    self.failed_batches += 1
+                    self.dropped += len(batch)
+                    log.error("could not write %d trace(s) after retries: %s", len(batch), exc)
+                    return
+                log.warning("trace write failed (%s); retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+                delay *= 2

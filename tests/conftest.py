@@ -1,0 +1,131 @@
+"""Test fixtures that run the real thing: `shipyard up` as a subprocess, upstreams as real HTTP
+servers, the official openai client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ShipyardServer:
+    """`python -m shipyard up` in a subprocess, on a free port, with its own home directory."""
+
+    def __init__(self, home: Path, config: str | None = None, env: dict[str, str] | None = None,
+                 ready_timeout: float = 180.0) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = home.parent / f"{home.name}-shipyard.yaml"
+            self.config_path.write_text(config)
+        self.env = {**os.environ, **(env or {})}
+        self.env.pop("SHIPYARD_CONFIG", None)
+        self.ready_timeout = ready_timeout
+        self.log_path = home.parent / f"{home.name}-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ShipyardServer:
+        args = [sys.executable, "-m", "shipyard", "up", "--port", str(self.port), "--home", str(self.home)]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     cwd=self.home.parent)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"shipyard up exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"shipyard up not ready after {self.ready_timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key="sk-test", max_retries=0, **kwargs)
+
+    def store_url(self) -> str:
+        return f"sqlite:///{self.home / 'shipyard.db'}"
+
+
+class ThreadServer:
+    """Any ASGI app on a real port, served by uvicorn in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="off", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def shipyard_server(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``shipyard_server(config_yaml)`` starts a server that is stopped after the test."""
+    servers: list[ShipyardServer] = []
+
+    def start(config: str | None = None, env: dict[str, str] | None = None, name: str = "home") -> ShipyardServer:
+        s = ShipyardServer(tmp_path / name, config, env).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
