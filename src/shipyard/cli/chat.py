@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import typer
+from rich.markup import escape
 
 from shipyard.cli.common import ConfigOpt, HomeOpt, console, err_console, resolve
 from shipyard.errors import ShipyardError
@@ -96,7 +97,7 @@ def chat(
     try:
         asyncio.run(_session(message, route, system, completion, max_tokens, temperature, base, remote, home, config))
     except ShipyardError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         raise typer.Exit(1) from None
     except (KeyboardInterrupt, EOFError):
         console.print()

@@ -13,8 +13,8 @@ from shipyard.config.loader import LoadedConfig, load_config
 from shipyard.settings import Settings
 from shipyard.store.db import Store
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 HOME_HELP = "Shipyard home directory (store, artifacts). Env: SHIPYARD_HOME. Default: ./.shipyard"
 CONFIG_HELP = "Path of shipyard.yaml. Env: SHIPYARD_CONFIG. Default: ./shipyard.yaml, else the built-in default."

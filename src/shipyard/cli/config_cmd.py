@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from shipyard.cli.common import console, err_console, print_json
 from shipyard.config.loader import default_config_text, load_config
@@ -31,7 +32,7 @@ def check(
         if json_out:
             print_json({"valid": False, "error": exc.message, "problems": exc.problems})
         else:
-            err_console.print(f"[red]✗[/red] {exc.message}", highlight=False, markup=False)
+            err_console.print(f"[red]✗[/red] {escape(exc.message)}", highlight=False)
             for p in exc.problems:
                 err_console.print(f"  - {p}", highlight=False, markup=False)
         raise typer.Exit(1) from None

@@ -46,9 +46,11 @@ def main() -> None:
     try:
         app()
     except ShipyardError as exc:
+        from rich.markup import escape
+
         from shipyard.cli.common import err_console
 
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

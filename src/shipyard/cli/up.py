@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import typer
 
@@ -73,8 +74,12 @@ def up(
             lifespan="on",
             timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
             server_header=False,
+            proxy_headers=False,
         )
     )
+    # The trace writer thread competes with the event loop for the GIL; a shorter switch interval
+    # keeps a request from waiting behind a whole batch being serialized (p50/p99 at low load).
+    sys.setswitchinterval(0.0005)
     server.run()
     if not server.started:
         raise typer.Exit(1)

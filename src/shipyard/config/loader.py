@@ -174,6 +174,9 @@ def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str,
             continue
         try:
             options[p.name] = ptype.options.model_validate(p.options)
+            # Keep the typed options (secrets stay SecretStr, masked in any repr or dump) instead
+            # of the raw values, so a printed config never shows a resolved API key.
+            p.__pydantic_extra__ = options[p.name].model_dump(exclude_unset=True)
         except ValidationError as exc:
             problems += _validation_problems(exc, reader, ptype.options, path)
 
@@ -206,6 +209,11 @@ def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str,
                     )
                 else:
                     kinds.add(m.kind)
+        labels = [t.label for t in r.targets]
+        for label in {x for x in labels if labels.count(x) > 1}:
+            problems.append(f"{reader.where(('routes', i, 'targets'))}: routes[{i}].targets: two targets are "
+                            f"labelled `{label}`; give each a distinct `name:` so traces and splits can tell "
+                            "them apart")
         if len(kinds) > 1:
             problems.append(f"{reader.where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
                             "embedding models; a route serves one kind")

@@ -13,7 +13,7 @@ from typing import Any
 
 from shipyard.config.loader import LoadedConfig
 from shipyard.config.schema import ModelConfig, Pricing, RouteConfig, TargetConfig
-from shipyard.errors import ConfigError, RouteNotFound
+from shipyard.errors import RouteNotFound
 from shipyard.providers.base import Health, Provider
 
 log = logging.getLogger("shipyard.gateway")
@@ -119,12 +119,6 @@ class Runtime:
 
     def _route(self, r: RouteConfig, models: dict[str, ModelConfig], default_timeout: float) -> Route:
         targets = [self._target(t, models, default_timeout) for t in r.targets]
-        labels = [t.label for t in targets]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(
-                f"route `{r.name}` has two targets labelled the same ({', '.join(labels)}); "
-                "give each a distinct `name:`"
-            )
         fallbacks = [self._target(t, models, default_timeout) for t in r.fallbacks]
         kind = targets[0].model.kind
         return Route(r.name, kind, targets, fallbacks, r.sticky, r.retry_backoff, r.description)

@@ -97,8 +97,8 @@ class Gateway:
         span.finish("error", **{sc.ERROR_TYPE: _error_type(exc)})
         span.attributes["error.message"] = str(exc)[:500]
 
-    def _record_success(self, trace: Trace, root: Span, span: Span, target: Target, usage: Usage,
-                        model: str, finish: str | None) -> None:
+    def _record_success(self, trace: Trace, span: Span, target: Target, usage: Usage, model: str,
+                        finish: str | None) -> None:
         trace.target = target.label
         trace.provider = target.provider_name
         trace.model = model
@@ -109,10 +109,9 @@ class Gateway:
                  sc.USAGE_OUTPUT_TOKENS: usage.output_tokens}
         if finish:
             attrs[sc.RESPONSE_FINISH_REASONS] = [finish]
+        # Usage, model and cost live on the attempt span and the trace row; the root span keeps
+        # only what the client asked for, so nothing is stored twice.
         span.finish("ok", **attrs)
-        root.attributes.update(attrs)
-        root.attributes[sc.TARGET] = target.label
-        root.attributes[sc.COST_USD] = trace.cost_usd
 
     def _finish(self, trace: Trace, root: Span, error: BaseException | None = None, status: int = 200) -> None:
         trace.end = time.time()
@@ -207,9 +206,9 @@ class Gateway:
                     self._fail_span(span, exc)
                     raise
                 if isinstance(result, Embeddings):
-                    self._record_success(trace, root, span, target, result.usage, result.model, None)
+                    self._record_success(trace, span, target, result.usage, result.model, None)
                 else:
-                    self._record_success(trace, root, span, target, result.usage, result.model,
+                    self._record_success(trace, span, target, result.usage, result.model,
                                          result.finish_reason)
                 return result
         raise _exhausted(route, n, last)
@@ -325,7 +324,7 @@ class Gateway:
                     target.provider.count_tokens(trace.output, target.provider_model),
                 )
                 root.attributes["shipyard.usage_estimated"] = True
-            self._record_success(trace, root, span, target, usage, target.provider_model, finish)
+            self._record_success(trace, span, target, usage, target.provider_model, finish)
             if error is not None:
                 span.status = "error"
                 span.attributes[sc.ERROR_TYPE] = _error_type(error)

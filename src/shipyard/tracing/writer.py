@@ -79,21 +79,27 @@ class TraceWriter:
         self._thread = None
 
     def _run(self) -> None:
+        # Collect for up to `flush_interval` (or until `batch_size`) before writing: one transaction
+        # per batch keeps the store's cost per trace low and the writer off the GIL most of the time.
         stop = False
         while not stop:
             try:
-                first = self._q.get(timeout=self.flush_interval)
+                first = self._q.get(timeout=1.0)
             except queue.Empty:
                 continue
-            batch: list[Trace] = []
             n_items = 1
+            batch: list[Trace] = []
             if first is _STOP:
                 stop = True
             else:
                 batch.append(first)
-            while len(batch) < self.batch_size:
+            deadline = time.monotonic() + self.flush_interval
+            while not stop and len(batch) < self.batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
                 try:
-                    item = self._q.get_nowait()
+                    item = self._q.get(timeout=remaining)
                 except queue.Empty:
                     break
                 n_items += 1
@@ -112,8 +118,8 @@ class TraceWriter:
                     if item is not _STOP:
                         batch.append(item)
             try:
-                if batch:
-                    self._write(batch)
+                for i in range(0, len(batch), self.batch_size):
+                    self._write(batch[i : i + self.batch_size])
             finally:
                 for _ in range(n_items):
                     self._q.task_done()

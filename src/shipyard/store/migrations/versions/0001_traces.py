@@ -48,16 +48,16 @@ def upgrade() -> None:
     op.create_index("ix_traces_route_start", "traces", ["route", "start_time"])
     op.create_table(
         "spans",
+        sa.Column("trace_id", sa.String(32), primary_key=True),
         sa.Column("span_id", sa.String(16), primary_key=True),
-        sa.Column("trace_id", sa.String(32), nullable=False),
         sa.Column("parent_id", sa.String(16)),
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("start_time", sa.Float, nullable=False),
         sa.Column("end_time", sa.Float, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attributes", JSONType),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_spans_trace_id", "spans", ["trace_id"])
 
 
 def downgrade() -> None:
