@@ -25,6 +25,9 @@ test: install
 	$(BIN)/mypy
 	$(BIN)/python -m shipyard.settings | diff -u docs/reference/settings.md - \
 		|| (echo "docs/reference/settings.md is stale: run 'make docs'"; exit 1)
+	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output .cli-doc.tmp >/dev/null \
+		&& diff -u docs/reference/cli.md .cli-doc.tmp && rm -f .cli-doc.tmp \
+		|| (rm -f .cli-doc.tmp; echo "docs/reference/cli.md is stale: run 'make docs'"; exit 1)
 	$(BIN)/pytest -q
 
 unit: install
@@ -32,6 +35,7 @@ unit: install
 
 docs: install
 	$(BIN)/python -m shipyard.settings > docs/reference/settings.md
+	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output docs/reference/cli.md
 
 bench: install
 	$(BIN)/python benchmarks/gateway_overhead.py

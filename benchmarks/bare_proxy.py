@@ -25,8 +25,11 @@ async def proxy(request: Request) -> Response:
     if session is None:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
     body = await request.body()
-    resp = await session.post(UPSTREAM + request.url.path, data=body, headers={"content-type": "application/json"})
+    resp = await session.post(
+        UPSTREAM + request.url.path, data=body, headers={"content-type": "application/json"}
+    )
     if resp.headers.get("content-type", "").startswith("text/event-stream"):
+
         async def relay():  # type: ignore[no-untyped-def]
             async for chunk in resp.content.iter_any():
                 yield chunk

@@ -36,8 +36,11 @@ PY = sys.executable
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 LITELLM_VENV = ROOT / "benchmarks" / ".venvs" / "litellm"
-BODY = {"model": "relay", "messages": [{"role": "user", "content": "Say something about harbours."}],
-        "max_tokens": 16}
+BODY = {
+    "model": "relay",
+    "messages": [{"role": "user", "content": "Say something about harbours."}],
+    "max_tokens": 16,
+}
 CPUS = os.cpu_count() or 1
 PROXY_CPU = "0"
 LOAD_CPU = ",".join(str(c) for c in range(1, CPUS)) if CPUS > 1 else "0"
@@ -67,10 +70,17 @@ def wait_ready(url: str, timeout: float = 120) -> None:
 
 
 @contextmanager
-def process(cmd: list[str], cpus: str, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[int]:
+def process(
+    cmd: list[str], cpus: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[int]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    proc = subprocess.Popen(
+        pinned(cmd, cpus),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
     try:
         yield proc.pid
     finally:
@@ -95,7 +105,7 @@ def tree_cpu_seconds(root_pid: int) -> float:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
     total, stack = 0.0, [root_pid]
@@ -114,8 +124,19 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
         'wrk.headers["Content-Type"] = "application/json"\n'
         'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
     )
-    cmd = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                  url + "/v1/chat/completions"], LOAD_CPU)
+    cmd = pinned(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/v1/chat/completions",
+        ],
+        LOAD_CPU,
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     script.unlink()
 
@@ -131,8 +152,14 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": ms("50%"), "p90_ms": ms("90%"), "p99_ms": ms("99%"), "requests": requests,
-            "errors": errors}
+    return {
+        "rps": rps,
+        "p50_ms": ms("50%"),
+        "p90_ms": ms("90%"),
+        "p99_ms": ms("99%"),
+        "requests": requests,
+        "errors": errors,
+    }
 
 
 def stream_timing(url: str, n: int) -> dict[str, float]:
@@ -154,8 +181,9 @@ def stream_timing(url: str, n: int) -> dict[str, float]:
     return {"ttft_ms": statistics.median(firsts) * 1000, "total_ms": statistics.median(totals) * 1000}
 
 
-def measure(name: str, url: str, pid: int | None, seconds: int, stream_url: str | None, stream_n: int
-            ) -> dict[str, Any]:
+def measure(
+    name: str, url: str, pid: int | None, seconds: int, stream_url: str | None, stream_n: int
+) -> dict[str, Any]:
     wait_ready(url)
     wrk(url, BODY, 8, 2)  # warm up connections and code paths
     lat = wrk(url, BODY, 1, seconds)
@@ -169,8 +197,11 @@ def measure(name: str, url: str, pid: int | None, seconds: int, stream_url: str 
         "cpu_ms_per_request": None if cpu is None else 1000 * cpu / max(1, thr["requests"]),
         "stream": stream_timing(stream_url, stream_n) if stream_url else None,
     }
-    print(f"{name:>10}: c1 p50 {lat['p50_ms']:.3f} ms | c64 {thr['rps']:.0f} req/s, "
-          f"errors {thr['errors'] + lat['errors']}", flush=True)
+    print(
+        f"{name:>10}: c1 p50 {lat['p50_ms']:.3f} ms | c64 {thr['rps']:.0f} req/s, "
+        f"errors {thr['errors'] + lat['errors']}",
+        flush=True,
+    )
     return result
 
 
@@ -179,12 +210,16 @@ def ensure_litellm() -> Path:
     if not exe.exists():
         print("installing LiteLLM's proxy into benchmarks/.venvs/litellm (first run only)…", flush=True)
         subprocess.run([PY, "-m", "venv", str(LITELLM_VENV)], check=True)
-        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"], check=True)
+        subprocess.run(
+            [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"], check=True
+        )
     return exe
 
 
 def litellm_version() -> str:
-    out = subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "show", "litellm"], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(LITELLM_VENV / "bin" / "pip"), "show", "litellm"], capture_output=True, text=True
+    )
     m = re.search(r"^Version: (.+)$", out.stdout, re.M)
     return m.group(1) if m else "?"
 
@@ -225,22 +260,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{CPUS} cores, {os.uname().machine}, Python {sys.version.split()[0]}",
-        "pinning": f"proxy on CPU {PROXY_CPU}, wrk + upstream on CPU {LOAD_CPU}" if CPUS > 1 else "none (1 CPU)",
+        "pinning": f"proxy on CPU {PROXY_CPU}, wrk + upstream on CPU {LOAD_CPU}"
+        if CPUS > 1
+        else "none (1 CPU)",
         "seconds": args.seconds,
         "runs": [],
     }
     fixed = "Harbours shelter ships from storms and let trade flow between distant shores every day"
-    with process([*shipyard, "mock-upstream", "--port", str(up_port), "--output", fixed], LOAD_CPU), \
-            process([*shipyard, "mock-upstream", "--port", str(stream_port), "--output", fixed,
-                     "--latency-ms", "50", "--tokens-per-s", "50"], LOAD_CPU):
-        results["runs"].append(measure("direct", upstream, None, args.seconds, stream_upstream, args.stream_n))
+    with (
+        process([*shipyard, "mock-upstream", "--port", str(up_port), "--output", fixed], LOAD_CPU),
+        process(
+            [
+                *shipyard,
+                "mock-upstream",
+                "--port",
+                str(stream_port),
+                "--output",
+                fixed,
+                "--latency-ms",
+                "50",
+                "--tokens-per-s",
+                "50",
+            ],
+            LOAD_CPU,
+        ),
+    ):
+        results["runs"].append(
+            measure("direct", upstream, None, args.seconds, stream_upstream, args.stream_n)
+        )
 
         port = free_port()
         bare = f"http://127.0.0.1:{port}"
         with process([PY, str(ROOT / "benchmarks" / "bare_proxy.py"), upstream, str(port)], PROXY_CPU) as pid:
             r = measure("bare proxy", bare, pid, args.seconds, None, 0)
         sport = free_port()
-        with process([PY, str(ROOT / "benchmarks" / "bare_proxy.py"), stream_upstream, str(sport)], PROXY_CPU):
+        with process(
+            [PY, str(ROOT / "benchmarks" / "bare_proxy.py"), stream_upstream, str(sport)], PROXY_CPU
+        ):
             wait_ready(f"http://127.0.0.1:{sport}")
             r["stream"] = stream_timing(f"http://127.0.0.1:{sport}", args.stream_n)
         results["runs"].append(r)
@@ -248,8 +304,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = work / "shipyard.yaml"
         cfg.write_text(shipyard_config(upstream, stream_upstream))
         port = free_port()
-        with process([*shipyard, "up", "--port", str(port), "--home", str(work / "home"), "--config", str(cfg),
-                      "--log-level", "warning"], PROXY_CPU, log=work / "shipyard.log") as pid:
+        with process(
+            [
+                *shipyard,
+                "up",
+                "--port",
+                str(port),
+                "--home",
+                str(work / "home"),
+                "--config",
+                str(cfg),
+                "--log-level",
+                "warning",
+            ],
+            PROXY_CPU,
+            log=work / "shipyard.log",
+        ) as pid:
             url = f"http://127.0.0.1:{port}"
             r = measure("shipyard", url, pid, args.seconds, url, args.stream_n)
         r["traces_written"] = count_traces(work / "home" / "shipyard.db")
@@ -261,9 +331,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lcfg = work / "litellm.yaml"
             lcfg.write_text(litellm_config(upstream, stream_upstream))
             port = free_port()
-            env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "true"}
-            with process([str(exe), "--config", str(lcfg), "--port", str(port), "--host", "127.0.0.1",
-                          "--num_workers", "1"], PROXY_CPU, env=env, log=work / "litellm.log") as pid:
+            env = {
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+                "DISABLE_SCHEMA_UPDATE": "true",
+            }
+            with process(
+                [
+                    str(exe),
+                    "--config",
+                    str(lcfg),
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                    "--num_workers",
+                    "1",
+                ],
+                PROXY_CPU,
+                env=env,
+                log=work / "litellm.log",
+            ) as pid:
                 url = f"http://127.0.0.1:{port}"
                 results["runs"].append(measure("litellm", url, pid, args.seconds, url, args.stream_n))
     shutil.rmtree(work, ignore_errors=True)
@@ -305,7 +393,8 @@ def render(results: dict[str, Any]) -> str:
         label = f"litellm {results.get('litellm_version', '')}".strip() if name == "litellm" else name
         lines.append(
             f"| {label} | {r['c1']['p50_ms']:.3f} ms | {added} | {r['c1']['p99_ms']:.3f} ms | "
-            f"{r['c64']['rps']:,.0f} | {r['c64']['p99_ms']:.1f} ms | {r['c1']['errors'] + r['c64']['errors']} | "
+            f"{r['c64']['rps']:,.0f} | {r['c64']['p99_ms']:.1f} ms | "
+            f"{r['c1']['errors'] + r['c64']['errors']} | "
             f"{cpu} | {r['stream']['ttft_ms']:.1f} ms | {r['stream']['total_ms']:.1f} ms |"
         )
     lines.append("")
@@ -313,18 +402,27 @@ def render(results: dict[str, Any]) -> str:
     bare = runs.get("bare proxy")
     lite = runs.get("litellm")
     if ship and bare:
-        lines.append(f"- Shipyard reaches **{ship['c64']['rps'] / bare['c64']['rps']:.0%}** of the bare "
-                     "pass-through proxy's throughput with all its features on.")
+        lines.append(
+            f"- Shipyard reaches **{ship['c64']['rps'] / bare['c64']['rps']:.0%}** of the bare "
+            "pass-through proxy's throughput with all its features on."
+        )
     if ship and lite:
-        lines.append(f"- Shipyard's throughput at concurrency 64 is **{ship['c64']['rps'] / lite['c64']['rps']:.1f}×** "
-                     f"LiteLLM's; its added p50 latency is {ship['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms "
-                     f"against LiteLLM's {lite['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms.")
+        lines.append(
+            "- Shipyard's throughput at concurrency 64 is "
+            f"**{ship['c64']['rps'] / lite['c64']['rps']:.1f}×** "
+            f"LiteLLM's; its added p50 latency is {ship['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms "
+            f"against LiteLLM's {lite['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms."
+        )
     if ship:
-        lines.append(f"- All {ship['traces_written']:,} requests Shipyard served were traced and written to "
-                     "its SQLite store during the run.")
-        lines.append("- Streaming: the upstream sends its first token after 50 ms and then one every 20 ms. "
-                     "A proxy that buffered would show TTFT ≈ the total; Shipyard's TTFT stays at the direct "
-                     "call's plus about a millisecond, so each event is forwarded as it arrives.")
+        lines.append(
+            f"- All {ship['traces_written']:,} requests Shipyard served were traced and written to "
+            "its SQLite store during the run."
+        )
+        lines.append(
+            "- Streaming: the upstream sends its first token after 50 ms and then one every 20 ms. "
+            "A proxy that buffered would show TTFT ≈ the total; Shipyard's TTFT stays at the direct "
+            "call's plus about a millisecond, so each event is forwarded as it arrives."
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -332,9 +430,13 @@ def render(results: dict[str, Any]) -> str:
 def write_doc(section: str) -> None:
     begin, end = "<!-- gateway-overhead:begin -->", "<!-- gateway-overhead:end -->"
     block = f"{begin}\n{section}{end}\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery number here comes from a script in " \
-        "`benchmarks/` that anyone can rerun; each compares Shipyard with the alternative a user would pick, " \
+    text = (
+        DOC.read_text()
+        if DOC.exists()
+        else "# Benchmarks\n\nEvery number here comes from a script in "
+        "`benchmarks/` that anyone can rerun; each compares Shipyard with the alternative a user would pick, "
         "in one run on one machine.\n\n"
+    )
     if begin in text:
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", lambda _: block, text, flags=re.S)
     else:
@@ -343,7 +445,9 @@ def write_doc(section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=15, help="Duration of each load level.")
     parser.add_argument("--stream-n", type=int, default=30, help="Streamed requests timed per proxy.")
     parser.add_argument("--no-litellm", action="store_true", help="Skip LiteLLM (no install).")

@@ -30,8 +30,13 @@ def free_port() -> int:
 class ShipyardServer:
     """`python -m shipyard up` in a subprocess, on a free port, with its own home directory."""
 
-    def __init__(self, home: Path, config: str | None = None, env: dict[str, str] | None = None,
-                 ready_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config: str | None = None,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 180.0,
+    ) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,8 +55,9 @@ class ShipyardServer:
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=self.home.parent)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.home.parent
+        )
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,8 +104,11 @@ class ThreadServer:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="off", access_log=False))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", access_log=False
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ThreadServer:
@@ -121,7 +130,9 @@ def shipyard_server(tmp_path: Path) -> Iterator[Any]:
     """Factory: ``shipyard_server(config_yaml)`` starts a server that is stopped after the test."""
     servers: list[ShipyardServer] = []
 
-    def start(config: str | None = None, env: dict[str, str] | None = None, name: str = "home") -> ShipyardServer:
+    def start(
+        config: str | None = None, env: dict[str, str] | None = None, name: str = "home"
+    ) -> ShipyardServer:
         s = ShipyardServer(tmp_path / name, config, env).start()
         servers.append(s)
         return s

@@ -26,12 +26,20 @@ routes:
 """
 
 
-def shipyard(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def shipyard(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     import os
 
-    r = subprocess.run([sys.executable, "-m", "shipyard", *args], capture_output=True, text=True, cwd=cwd,
-                       env={**os.environ, **(env or {})}, timeout=120, input=input)
+    r = subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        input=input,
+    )
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
     return r
@@ -69,17 +77,27 @@ def test_traces_list_and_show_after_traffic(shipyard_server: Any, tmp_path: Path
     rows = json.loads(shipyard("traces", "list", "--home", home, "--json", cwd=tmp_path).stdout)
     assert len(rows) == 4 and rows[0]["route"] == "default"  # newest first
     assert {r["target"] for r in rows[1:]} <= {"left", "right"}
-    only_ab = json.loads(shipyard("traces", "list", "--home", home, "--route", "ab", "--json", cwd=tmp_path).stdout)
+    only_ab = json.loads(
+        shipyard("traces", "list", "--home", home, "--route", "ab", "--json", cwd=tmp_path).stdout
+    )
     assert len(only_ab) == 3
-    found = json.loads(shipyard("traces", "list", "--home", home, "-s", "find me", "--json", cwd=tmp_path).stdout)
+    found = json.loads(
+        shipyard("traces", "list", "--home", home, "-s", "find me", "--json", cwd=tmp_path).stdout
+    )
     assert len(found) == 1
-    assert json.loads(shipyard("traces", "list", "--home", home, "--status", "error", "--json",
-                               cwd=tmp_path).stdout) == []
+    assert (
+        json.loads(
+            shipyard("traces", "list", "--home", home, "--status", "error", "--json", cwd=tmp_path).stdout
+        )
+        == []
+    )
     table = shipyard("traces", "list", "--home", home, "--since", "1h", cwd=tmp_path).stdout
     assert "4 trace(s)" in table
 
     trace_id = rows[0]["trace_id"]
-    shown = json.loads(shipyard("traces", "show", trace_id[:10], "--home", home, "--json", cwd=tmp_path).stdout)
+    shown = json.loads(
+        shipyard("traces", "show", trace_id[:20], "--home", home, "--json", cwd=tmp_path).stdout
+    )
     assert shown["trace_id"] == trace_id and len(shown["spans"]) == 3
     text = shipyard("traces", "show", trace_id, "--home", home, cwd=tmp_path).stdout
     assert "find me later" in text and "Fair winds and following seas" in text and "route default" in text
@@ -121,14 +139,19 @@ def test_chat_with_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_mock_upstream_command(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shipyard", "mock-upstream", "--port", str(port),
-                             "--output", "mocked"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", "mock-upstream", "--port", str(port), "--output", "mocked"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                               json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                )
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:

@@ -81,8 +81,10 @@ def test_missing_required_field_says_what_to_add() -> None:
 
 def test_reference_errors_list_what_exists() -> None:
     problems = problems_of(GOOD.replace("{model: fake-chat, weight: 10}", "{model: gpt-x, weight: 10}"))
-    assert any("routes[0].targets[1].model" in p and "`gpt-x`" in p and "gpt-4o-mini, fake-chat" in p
-               for p in problems)
+    assert any(
+        "routes[0].targets[1].model" in p and "`gpt-x`" in p and "gpt-4o-mini, fake-chat" in p
+        for p in problems
+    )
     problems = problems_of(GOOD.replace("provider: openai\n    pricing", "provider: opnai\n    pricing"))
     assert any("no provider named `opnai`" in p and "openai, fake" in p for p in problems)
 
@@ -95,9 +97,12 @@ def test_unknown_provider_type_and_bad_provider_option() -> None:
 
 
 def test_duplicates_and_all_problems_at_once() -> None:
-    text = GOOD + """  - name: support
+    text = (
+        GOOD
+        + """  - name: support
     targets: [{model: nothing}]
 """
+    )
     problems = problems_of(text)
     assert len(problems) == 2
     assert any("`support` is already defined" in p for p in problems)
@@ -115,8 +120,10 @@ def test_yaml_syntax_error_has_line() -> None:
 
 
 def test_route_mixing_chat_and_embedding_models() -> None:
-    text = GOOD.replace("  - name: fake-chat\n    provider: fake\n",
-                        "  - name: fake-chat\n    provider: fake\n    kind: embedding\n")
+    text = GOOD.replace(
+        "  - name: fake-chat\n    provider: fake\n",
+        "  - name: fake-chat\n    provider: fake\n    kind: embedding\n",
+    )
     problems = problems_of(text)
     assert any("mixes chat and embedding" in p for p in problems)
 
@@ -128,8 +135,9 @@ def test_builtin_default_is_valid() -> None:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shipyard", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
 
 
 def test_config_check_cli(tmp_path: Path) -> None:
@@ -155,3 +163,10 @@ def test_up_refuses_invalid_config_with_the_problem(tmp_path: Path) -> None:
     r = run_cli("up", "--port", "1", "--home", str(tmp_path / "h"), cwd=tmp_path)
     assert r.returncode == 2
     assert "shipyard.yaml:3" in r.stderr and "ghost" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_examples_are_valid(example: Path) -> None:
+    parse_config(example.read_text(), str(example), {"OPENAI_API_KEY": "sk-example"})

@@ -25,15 +25,22 @@ routes:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.conftest import ShipyardServer
 
-    s = ShipyardServer(tmp_path_factory.mktemp("errors") / "home", CONFIG,
-                       env={"SHIPYARD_MAX_BODY_BYTES": "4096"}).start()
+    s = ShipyardServer(
+        tmp_path_factory.mktemp("errors") / "home", CONFIG, env={"SHIPYARD_MAX_BODY_BYTES": "4096"}
+    ).start()
     yield s
     s.stop()
 
 
-def post(server: Any, path: str, content: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(server.url + path, content=content,
-                      headers=headers or {"content-type": "application/json"}, timeout=10)
+def post(
+    server: Any, path: str, content: bytes | str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        server.url + path,
+        content=content,
+        headers=headers or {"content-type": "application/json"},
+        timeout=10,
+    )
 
 
 def error_of(r: httpx.Response) -> dict[str, Any]:
@@ -53,23 +60,62 @@ def error_of(r: httpx.Response) -> dict[str, Any]:
         ({"model": "default"}, 400, "messages", "`messages` is required"),
         ({"model": "default", "messages": "hi"}, 400, "messages", "array"),
         ({"model": "default", "messages": []}, 400, "messages", "at least one"),
-        ({"model": "default", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", "one of"),
+        (
+            {"model": "default", "messages": [{"role": "robot", "content": "x"}]},
+            400,
+            "messages[0].role",
+            "one of",
+        ),
         ({"model": "default", "messages": [{"role": "user"}]}, 400, "messages[0].content", "required"),
-        ({"model": "default", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "string"),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": 5}]},
+            400,
+            "messages[0].content",
+            "string",
+        ),
         ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, 400, "model", "string"),
-        ({"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400,
-         "temperature", "number"),
-        ({"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, 400,
-         "temperature", "between 0 and 2"),
-        ({"model": "default", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400,
-         "max_tokens", "integer >= 1"),
-        ({"model": "default", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 400,
-         "stream", "true or false"),
-        ({"model": "default", "messages": [{"role": "user", "content": "x"}], "stop": [1]}, 400,
-         "stop", "strings"),
-        ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "model",
-         "route `nope` does not exist; known routes: default"),
-        ({"model": "fake-embed", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "does not exist"),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            400,
+            "temperature",
+            "number",
+        ),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": "x"}], "temperature": 9},
+            400,
+            "temperature",
+            "between 0 and 2",
+        ),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            400,
+            "max_tokens",
+            "integer >= 1",
+        ),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+            400,
+            "stream",
+            "true or false",
+        ),
+        (
+            {"model": "default", "messages": [{"role": "user", "content": "x"}], "stop": [1]},
+            400,
+            "stop",
+            "strings",
+        ),
+        (
+            {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model",
+            "route `nope` does not exist; known routes: default",
+        ),
+        (
+            {"model": "fake-embed", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model",
+            "does not exist",
+        ),
     ],
 )
 def test_chat_validation(server: Any, body: Any, status: int, param: str | None, fragment: str) -> None:
@@ -83,8 +129,11 @@ def test_chat_validation(server: Any, body: Any, status: int, param: str | None,
 
 
 def test_unknown_route_code_matches_openai(server: Any) -> None:
-    r = post(server, "/v1/chat/completions", orjson.dumps({"model": "gpt-x", "messages": [{"role": "user",
-                                                                                             "content": "x"}]}))
+    r = post(
+        server,
+        "/v1/chat/completions",
+        orjson.dumps({"model": "gpt-x", "messages": [{"role": "user", "content": "x"}]}),
+    )
     assert error_of(r)["code"] == "model_not_found"
 
 
@@ -95,7 +144,11 @@ def test_unknown_route_code_matches_openai(server: Any) -> None:
         ("/v1/completions", {"model": "default", "prompt": {"a": 1}}, "prompt"),
         ("/v1/embeddings", {"model": "fake-embed"}, "input"),
         ("/v1/embeddings", {"model": "fake-embed", "input": []}, "input"),
-        ("/v1/embeddings", {"model": "fake-embed", "input": "x", "encoding_format": "hex"}, "encoding_format"),
+        (
+            "/v1/embeddings",
+            {"model": "fake-embed", "input": "x", "encoding_format": "hex"},
+            "encoding_format",
+        ),
         ("/v1/embeddings", {"input": "x"}, "model"),
     ],
 )
@@ -152,8 +205,23 @@ def test_random_garbage_never_gives_a_500(server: Any) -> None:
     rng = random.Random(7)
     good = {"model": "default", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
     values: list[Any] = [None, True, -1, 0, 3.5, "", "x", [], {}, [1], [{}], {"a": None}, "default", 10**30]
-    keys = ["model", "messages", "max_tokens", "temperature", "top_p", "stream", "stop", "n", "user",
-            "stream_options", "messages.0", "messages.0.role", "messages.0.content", "prompt", "input"]
+    keys = [
+        "model",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "stop",
+        "n",
+        "user",
+        "stream_options",
+        "messages.0",
+        "messages.0.role",
+        "messages.0.content",
+        "prompt",
+        "input",
+    ]
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for _ in range(300):
             body = orjson.loads(orjson.dumps(good))
@@ -162,8 +230,11 @@ def test_random_garbage_never_gives_a_500(server: Any) -> None:
                 value = rng.choice(values)
                 if key.startswith("messages."):
                     parts = key.split(".")
-                    if isinstance(body.get("messages"), list) and body["messages"] and \
-                            isinstance(body["messages"][0], dict):
+                    if (
+                        isinstance(body.get("messages"), list)
+                        and body["messages"]
+                        and isinstance(body["messages"][0], dict)
+                    ):
                         if len(parts) == 2:
                             body["messages"][0] = value
                         else:

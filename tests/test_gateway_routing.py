@@ -39,8 +39,10 @@ routes:
 
 
 def test_fallback_when_first_target_returns_500(shipyard_server: Any) -> None:
-    with ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=500))) as bad, \
-            ThreadServer(MockUpstream(MockOptions(output="from the fallback"))) as good:
+    with (
+        ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=500))) as bad,
+        ThreadServer(MockUpstream(MockOptions(output="from the fallback"))) as good,
+    ):
         routes = """
   - name: support
     targets: [{model: bad-m}]
@@ -67,8 +69,10 @@ def test_fallback_when_first_target_returns_500(shipyard_server: Any) -> None:
 
 
 def test_fallback_when_first_target_hangs(shipyard_server: Any) -> None:
-    with ThreadServer(MockUpstream(MockOptions(latency_ms=30_000))) as hung, \
-            ThreadServer(MockUpstream(MockOptions(output="quick answer"))) as good:
+    with (
+        ThreadServer(MockUpstream(MockOptions(latency_ms=30_000))) as hung,
+        ThreadServer(MockUpstream(MockOptions(output="quick answer"))) as good,
+    ):
         routes = """
   - name: support
     targets: [{model: hung-m, timeout: 0.5}]
@@ -108,11 +112,15 @@ def test_retries_same_target_with_backoff_then_succeeds(shipyard_server: Any) ->
         assert {s["attributes"]["shipyard.target"] for s in spans} == {"flaky-m"}
 
 
-def test_all_targets_failing_gives_upstream_status_and_no_fallback_on_client_errors(shipyard_server: Any) -> None:
+def test_all_targets_failing_gives_upstream_status_and_no_fallback_on_client_errors(
+    shipyard_server: Any,
+) -> None:
     good_upstream = MockUpstream(MockOptions(output="never used"))
-    with ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=429))) as limited, \
-            ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=400))) as picky, \
-            ThreadServer(good_upstream) as good:
+    with (
+        ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=429))) as limited,
+        ThreadServer(MockUpstream(MockOptions(error_rate=1.0, error_status=400))) as picky,
+        ThreadServer(good_upstream) as good,
+    ):
         routes = """
   - name: limited
     retry_backoff: 0
@@ -181,9 +189,12 @@ routes:
 """
     server = shipyard_server(config)
     with httpx.Client(base_url=server.url) as http:
+
         def target(**extra: Any) -> str:
             headers = extra.pop("headers", None)
-            r = http.post("/v1/chat/completions", json={"model": "ab", "messages": MSG, **extra}, headers=headers)
+            r = http.post(
+                "/v1/chat/completions", json={"model": "ab", "messages": MSG, **extra}, headers=headers
+            )
             return str(r.headers["x-shipyard-target"])
 
         for user in ("alice", "bob", "carol"):
@@ -202,7 +213,10 @@ def test_unknown_fields_reach_the_upstream(shipyard_server: Any) -> None:
 """
         server = shipyard_server(upstream_config(routes, up=up.url))
         server.openai().chat.completions.create(
-            model="relay", messages=MSG, temperature=1.5, max_tokens=7,
+            model="relay",
+            messages=MSG,
+            temperature=1.5,
+            max_tokens=7,
             extra_body={"repetition_penalty": 1.1, "guided_choice": ["yes", "no"]},
         )
         sent = upstream.provider.received[-1]
@@ -223,22 +237,42 @@ class SlowStream:
             return
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
 
         def event(content: str | None, finish: str | None = None) -> bytes:
             import orjson
 
             delta = {"content": content} if content is not None else {}
-            return b"data: " + orjson.dumps({
-                "id": "x", "object": "chat.completion.chunk", "created": 0, "model": "slow",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+            return (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": "slow",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
+                )
+                + b"\n\n"
+            )
 
         await send({"type": "http.response.body", "body": event("first"), "more_body": True})
         await asyncio.sleep(self.pause)
         await send({"type": "http.response.body", "body": event(" second"), "more_body": True})
-        await send({"type": "http.response.body", "body": event(None, "stop") + b"data: [DONE]\n\n",
-                    "more_body": False})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": event(None, "stop") + b"data: [DONE]\n\n",
+                "more_body": False,
+            }
+        )
 
 
 def test_streaming_forwards_first_chunk_without_buffering(shipyard_server: Any) -> None:

@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_precedence() -> None:
     env = {"SHIPYARD_PORT": "9001", "SHIPYARD_LOG_LEVEL": "debug"}
-    s = Settings(overrides={"port": 9100}, file_values={"port": 9200, "capture_messages": "none",
-                                                         "log_level": "error"}, environ=env)
+    s = Settings(
+        overrides={"port": 9100},
+        file_values={"port": 9200, "capture_messages": "none", "log_level": "error"},
+        environ=env,
+    )
     assert s.port == 9100 and s.source("port") == "flag"
     assert s.log_level == "debug" and s.source("log_level") == "env"
     assert s.capture_messages == "none" and s.source("capture_messages") == "config"

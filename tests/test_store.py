@@ -21,10 +21,20 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def sample_trace(route: str = "support") -> Trace:
-    t = Trace(operation="chat", route=route, target="a", provider="p", model="m", input_tokens=5,
-              output_tokens=7, cost_usd=0.001, input=[{"role": "user", "content": "hi ünïcode"}], output="hello",
-              attributes={"k": [1, 2]})
-    root = t.span("chat support", **{"gen_ai.operation.name": "chat"})
+    t = Trace(
+        operation="chat",
+        route=route,
+        target="a",
+        provider="p",
+        model="m",
+        input_tokens=5,
+        output_tokens=7,
+        cost_usd=0.001,
+        input=[{"role": "user", "content": "hi ünïcode"}],
+        output="hello",
+        attributes={"k": [1, 2]},
+    )
+    root = t.span("chat support", attributes={"gen_ai.operation.name": "chat"})
     t.span("chat m", parent=root).finish()
     root.finish()
     t.end = t.start + 0.01

@@ -33,11 +33,15 @@ def test_chat_stream_completion_and_embedding_traces(shipyard_server: Any) -> No
     server = shipyard_server(CONFIG)
     client = server.openai()
 
-    raw = client.chat.completions.with_raw_response.create(model="default", messages=MSG, max_tokens=8,
-                                                            temperature=0.3, user="u-1")
+    raw = client.chat.completions.with_raw_response.create(
+        model="default", messages=MSG, max_tokens=8, temperature=0.3, user="u-1"
+    )
     reply = raw.parse()
     t = wait_trace(server.store_url(), raw.headers["x-shipyard-trace-id"])
-    assert (t["input_tokens"], t["output_tokens"]) == (reply.usage.prompt_tokens, reply.usage.completion_tokens)
+    assert (t["input_tokens"], t["output_tokens"]) == (
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    )
     assert t["output"] == reply.choices[0].message.content
     assert t["input"] == MSG and t["user_id"] == "u-1" and t["operation"] == "chat"
     assert t["latency_ms"] >= 20 and t["ttft_ms"] is not None
@@ -76,9 +80,13 @@ def test_chat_stream_completion_and_embedding_traces(shipyard_server: Any) -> No
     assert all(c.usage is None for c in chunks)
     assert wait_trace(server.store_url(), trace_id)["output_tokens"] == 5
 
-    raw_c = client.completions.with_raw_response.create(model="default", prompt="Once upon a time", max_tokens=4)
+    raw_c = client.completions.with_raw_response.create(
+        model="default", prompt="Once upon a time", max_tokens=4
+    )
     t = wait_trace(server.store_url(), raw_c.headers["x-shipyard-trace-id"])
-    assert t["operation"] == "text_completion" and t["input"] == "Once upon a time" and t["output_tokens"] == 4
+    assert (
+        t["operation"] == "text_completion" and t["input"] == "Once upon a time" and t["output_tokens"] == 4
+    )
 
     raw_e = client.embeddings.with_raw_response.create(model="fake-embed", input=["a b c", "d e"])
     emb = raw_e.parse()
@@ -110,11 +118,17 @@ def _latest(url: str) -> str:
 
 def test_capture_truncated_and_none(shipyard_server: Any) -> None:
     long_msg = [{"role": "user", "content": "harbour " * 100}]
-    server = shipyard_server(CONFIG, env={"SHIPYARD_CAPTURE_MESSAGES": "truncated",
-                                          "SHIPYARD_CAPTURE_MAX_CHARS": "20"}, name="trunc")
+    server = shipyard_server(
+        CONFIG,
+        env={"SHIPYARD_CAPTURE_MESSAGES": "truncated", "SHIPYARD_CAPTURE_MAX_CHARS": "20"},
+        name="trunc",
+    )
     raw = server.openai().chat.completions.with_raw_response.create(model="default", messages=long_msg)
     t = wait_trace(server.store_url(), raw.headers["x-shipyard-trace-id"])
-    assert t["input"][0]["content"].startswith("harbour harbour harb") and "more chars" in t["input"][0]["content"]
+    assert (
+        t["input"][0]["content"].startswith("harbour harbour harb")
+        and "more chars" in t["input"][0]["content"]
+    )
     assert len(t["input"][0]["content"]) < 60
 
     server = shipyard_server(CONFIG, env={"SHIPYARD_CAPTURE_MESSAGES": "none"}, name="none")
@@ -129,9 +143,11 @@ def test_sigterm_with_requests_in_flight_loses_no_trace(shipyard_server: Any) ->
 
     async def fire() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
             async def one(i: int) -> int:
-                r = await http.post("/v1/chat/completions", json={"model": "default", "messages": MSG,
-                                                                   "user": f"user-{i}"})
+                r = await http.post(
+                    "/v1/chat/completions", json={"model": "default", "messages": MSG, "user": f"user-{i}"}
+                )
                 return r.status_code
 
             tasks = [asyncio.create_task(one(i)) for i in range(60)]

@@ -47,5 +47,5 @@ def provider_types() -> dict[str, ProviderType]:
     found: dict[str, ProviderType] = {}
     for group in plugin_manager().hook.register_providers():
         for ptype in group:
-            found[ptype.type] = ptype
+            found[ptype.name] = ptype
     return found

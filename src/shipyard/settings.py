@@ -60,35 +60,92 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("home", str, ".shipyard", "Directory holding the store, artifacts and logs. Relative paths "
-            "are resolved against the working directory."),
-    Setting("host", str, "127.0.0.1", "Interface `shipyard up` listens on. Use 0.0.0.0 to accept "
-            "connections from other machines."),
+    Setting(
+        "home",
+        str,
+        ".shipyard",
+        "Directory holding the store, artifacts and logs. Relative paths "
+        "are resolved against the working directory.",
+    ),
+    Setting(
+        "host",
+        str,
+        "127.0.0.1",
+        "Interface `shipyard up` listens on. Use 0.0.0.0 to accept connections from other machines.",
+    ),
     Setting("port", int, 8700, "Port `shipyard up` listens on.", minimum=1),
-    Setting("config", str, None, "Path of the `shipyard.yaml` to load. Unset: `./shipyard.yaml` when "
-            "it exists, else the built-in default (route `default` on the embedded local model)."),
-    Setting("database_url", str, None, "SQLAlchemy URL of the store. Unset: SQLite (WAL) at "
-            "`<home>/shipyard.db`. Example: `postgresql+psycopg://user@host/db`."),
-    Setting("log_level", str, "info", "Log level of the server.",
-            choices=("debug", "info", "warning", "error")),
-    Setting("max_body_bytes", int, 8 * 1024 * 1024, "Largest request body the gateway accepts; "
-            "bigger bodies get HTTP 413.", minimum=1024),
-    Setting("capture_messages", str, "full", "What traces keep of prompts and answers: `full`, "
-            "`truncated` (first `capture_max_chars` characters of each), or `none`.",
-            choices=("full", "truncated", "none")),
-    Setting("capture_max_chars", int, 2000, "Characters kept per message when `capture_messages` is "
-            "`truncated`.", minimum=1),
-    Setting("trace_queue_size", int, 50_000, "Traces waiting to be written that the gateway holds in "
-            "memory; beyond it new traces are dropped (and counted), never the request.", minimum=1),
+    Setting(
+        "config",
+        str,
+        None,
+        "Path of the `shipyard.yaml` to load. Unset: `./shipyard.yaml` when "
+        "it exists, else the built-in default (route `default` on the embedded local model).",
+    ),
+    Setting(
+        "database_url",
+        str,
+        None,
+        "SQLAlchemy URL of the store. Unset: SQLite (WAL) at "
+        "`<home>/shipyard.db`. Example: `postgresql+psycopg://user@host/db`.",
+    ),
+    Setting(
+        "log_level", str, "info", "Log level of the server.", choices=("debug", "info", "warning", "error")
+    ),
+    Setting(
+        "max_body_bytes",
+        int,
+        8 * 1024 * 1024,
+        "Largest request body the gateway accepts; bigger bodies get HTTP 413.",
+        minimum=1024,
+    ),
+    Setting(
+        "capture_messages",
+        str,
+        "full",
+        "What traces keep of prompts and answers: `full`, "
+        "`truncated` (first `capture_max_chars` characters of each), or `none`.",
+        choices=("full", "truncated", "none"),
+    ),
+    Setting(
+        "capture_max_chars",
+        int,
+        2000,
+        "Characters kept per message when `capture_messages` is `truncated`.",
+        minimum=1,
+    ),
+    Setting(
+        "trace_queue_size",
+        int,
+        50_000,
+        "Traces waiting to be written that the gateway holds in "
+        "memory; beyond it new traces are dropped (and counted), never the request.",
+        minimum=1,
+    ),
     Setting("trace_batch_size", int, 500, "Traces written per store transaction.", minimum=1),
-    Setting("trace_flush_interval", float, 0.25, "Longest time, in seconds, a trace waits in memory "
-            "before it is written.", minimum=0.01),
-    Setting("default_timeout", float, 120.0, "Per-attempt timeout in seconds for targets that set "
-            "none.", minimum=0.001),
-    Setting("shutdown_timeout", float, 30.0, "Seconds a shutdown waits for in-flight requests and "
-            "the trace flush.", minimum=0),
-    Setting("local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.",
-            minimum=0),
+    Setting(
+        "trace_flush_interval",
+        float,
+        0.25,
+        "Longest time, in seconds, a trace waits in memory before it is written.",
+        minimum=0.01,
+    ),
+    Setting(
+        "default_timeout",
+        float,
+        120.0,
+        "Per-attempt timeout in seconds for targets that set none.",
+        minimum=0.001,
+    ),
+    Setting(
+        "shutdown_timeout",
+        float,
+        30.0,
+        "Seconds a shutdown waits for in-flight requests and the trace flush.",
+        minimum=0,
+    ),
+    Setting(
+        "local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.", minimum=0
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -21,7 +21,7 @@ from shipyard.errors import ShipyardError
 
 def _events(buffer: bytearray) -> list[dict[str, Any]]:
     """Pop complete SSE events from ``buffer``; return their JSON payloads."""
-    out = []
+    out: list[dict[str, Any]] = []
     while True:
         end = buffer.find(b"\n\n")
         if end < 0:
@@ -50,9 +50,15 @@ def _piece(event: dict[str, Any], completion: bool) -> str:
 async def _http_stream(url: str, path: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
     import httpx
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5)) as client, client.stream(
-        "POST", url + path, json=body, headers={"Authorization": f"Bearer {os.environ.get('SHIPYARD_API_KEY', 'unused')}"}
-    ) as resp:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5)) as client,
+        client.stream(
+            "POST",
+            url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {os.environ.get('SHIPYARD_API_KEY', 'unused')}"},
+        ) as resp,
+    ):
         if resp.status_code >= 400:
             data = await resp.aread()
             try:
@@ -74,17 +80,31 @@ def _reachable(url: str) -> bool:
 
 
 def chat(
-    message: str = typer.Argument(None, help="What to send. Omit for an interactive session (Ctrl-D ends it).",
-                                  show_default=False),
-    route: str = typer.Option("default", "--route", "-r", help="Route to send to (what clients call `model`)."),
+    message: str = typer.Argument(
+        None, help="What to send. Omit for an interactive session (Ctrl-D ends it).", show_default=False
+    ),
+    route: str = typer.Option(
+        "default", "--route", "-r", help="Route to send to (what clients call `model`)."
+    ),
     system: str = typer.Option(None, "--system", "-s", help="System message to start the conversation with."),
-    completion: bool = typer.Option(False, "--completion", help="Use /v1/completions: the model continues MESSAGE."),
+    completion: bool = typer.Option(
+        False, "--completion", help="Use /v1/completions: the model continues MESSAGE."
+    ),
     max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Cap on generated tokens."),
-    temperature: float = typer.Option(None, "--temperature", "-t", min=0, max=2, help="Sampling temperature."),
-    url: str = typer.Option(None, "--url", help="Gateway base URL. Env: SHIPYARD_URL. [default: http://127.0.0.1:8700]",
-                            show_default=False),
-    in_process: bool = typer.Option(False, "--in-process", help="Do not look for a running gateway; load the "
-                                    "config and models in this process."),
+    temperature: float = typer.Option(
+        None, "--temperature", "-t", min=0, max=2, help="Sampling temperature."
+    ),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="Gateway base URL. Env: SHIPYARD_URL. Default: http://127.0.0.1:8700",
+        show_default=False,
+    ),
+    in_process: bool = typer.Option(
+        False,
+        "--in-process",
+        help="Do not look for a running gateway; load the config and models in this process.",
+    ),
     home: str = HomeOpt,
     config: str = ConfigOpt,
 ) -> None:
@@ -92,10 +112,14 @@ def chat(
     base = (url or os.environ.get("SHIPYARD_URL") or "http://127.0.0.1:8700").rstrip("/")
     remote = not in_process and _reachable(base)
     if not remote and (url or os.environ.get("SHIPYARD_URL")) and not in_process:
-        err_console.print(f"[red]no gateway answers at {base}[/red]; start one with `shipyard up` or drop --url")
+        err_console.print(
+            f"[red]no gateway answers at {base}[/red]; start one with `shipyard up` or drop --url"
+        )
         raise typer.Exit(1)
     try:
-        asyncio.run(_session(message, route, system, completion, max_tokens, temperature, base, remote, home, config))
+        asyncio.run(
+            _session(message, route, system, completion, max_tokens, temperature, base, remote, home, config)
+        )
     except ShipyardError as exc:
         err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
         raise typer.Exit(1) from None
@@ -103,8 +127,18 @@ def chat(
         console.print()
 
 
-async def _session(message: str | None, route: str, system: str | None, completion: bool, max_tokens: int | None,
-                   temperature: float | None, base: str, remote: bool, home: str | None, config: str | None) -> None:
+async def _session(
+    message: str | None,
+    route: str,
+    system: str | None,
+    completion: bool,
+    max_tokens: int | None,
+    temperature: float | None,
+    base: str,
+    remote: bool,
+    home: str | None,
+    config: str | None,
+) -> None:
     platform = None
     if not remote:
         from shipyard.gateway.app import Platform

@@ -17,7 +17,9 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 HOME_HELP = "Shipyard home directory (store, artifacts). Env: SHIPYARD_HOME. Default: ./.shipyard"
-CONFIG_HELP = "Path of shipyard.yaml. Env: SHIPYARD_CONFIG. Default: ./shipyard.yaml, else the built-in default."
+CONFIG_HELP = (
+    "Path of shipyard.yaml. Env: SHIPYARD_CONFIG. Default: ./shipyard.yaml, else the built-in default."
+)
 JSON_HELP = "Print machine-readable JSON instead of a table."
 
 HomeOpt = typer.Option(None, "--home", help=HOME_HELP, show_default=False)
@@ -25,7 +27,9 @@ ConfigOpt = typer.Option(None, "--config", "-c", help=CONFIG_HELP, show_default=
 JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 
 
-def resolve(home: str | None = None, config: str | None = None, **flags: Any) -> tuple[Settings, LoadedConfig]:
+def resolve(
+    home: str | None = None, config: str | None = None, **flags: Any
+) -> tuple[Settings, LoadedConfig]:
     """Settings and config with the documented precedence (flag > env > file > default)."""
     first = Settings(overrides={"home": home, "config": config, **flags})
     loaded = load_config(first.config)
@@ -46,4 +50,6 @@ def open_store(settings: Settings, migrate: bool = True) -> Store:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+    )

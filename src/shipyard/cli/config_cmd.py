@@ -16,8 +16,11 @@ app = typer.Typer(help="Check and show shipyard.yaml.", no_args_is_help=True)
 
 @app.command("check")
 def check(
-    file: Path = typer.Argument(None, help="Config file to check. Default: $SHIPYARD_CONFIG, ./shipyard.yaml, "
-                                "else the built-in default.", show_default=False),
+    file: Path = typer.Argument(
+        None,
+        help="Config file to check. Default: $SHIPYARD_CONFIG, ./shipyard.yaml, else the built-in default.",
+        show_default=False,
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Validate a config: YAML syntax, every field, provider options and references between
@@ -38,16 +41,27 @@ def check(
         raise typer.Exit(1) from None
     cfg = loaded.config
     if json_out:
-        print_json({"valid": True, "source": loaded.source, "providers": len(cfg.providers),
-                    "models": len(cfg.models), "routes": len(cfg.routes)})
+        print_json(
+            {
+                "valid": True,
+                "source": loaded.source,
+                "providers": len(cfg.providers),
+                "models": len(cfg.models),
+                "routes": len(cfg.routes),
+            }
+        )
         return
-    console.print(f"[green]✓[/green] {loaded.source} is valid: {len(cfg.providers)} provider(s), "
-                  f"{len(cfg.models)} model(s), {len(cfg.routes)} route(s)")
+    console.print(
+        f"[green]✓[/green] {loaded.source} is valid: {len(cfg.providers)} provider(s), "
+        f"{len(cfg.models)} model(s), {len(cfg.routes)} route(s)"
+    )
 
 
 @app.command("show")
 def show(
-    default: bool = typer.Option(False, "--default", help="Print the built-in default config (a starting point)."),
+    default: bool = typer.Option(
+        False, "--default", help="Print the built-in default config (a starting point)."
+    ),
 ) -> None:
     """Print the config file in use (or the built-in default), as YAML."""
     import os

@@ -10,12 +10,18 @@ from shipyard.cli.common import console
 def mock_upstream(
     port: int = typer.Option(9100, "--port", "-p", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", min=0, help="Delay before each answer / first chunk."),
+    latency_ms: float = typer.Option(
+        0.0, "--latency-ms", min=0, help="Delay before each answer / first chunk."
+    ),
     tokens_per_s: float = typer.Option(0.0, "--tokens-per-s", min=0, help="Streaming pace (0 = no pacing)."),
     output_tokens: int = typer.Option(16, "--output-tokens", min=1, help="Length of generated answers."),
     output: str = typer.Option(None, "--output", help="Fixed answer text.", show_default=False),
-    error_rate: float = typer.Option(0.0, "--error-rate", min=0, max=1, help="Fraction of requests that fail."),
-    error_status: int = typer.Option(500, "--error-status", min=400, max=599, help="HTTP status of failures."),
+    error_rate: float = typer.Option(
+        0.0, "--error-rate", min=0, max=1, help="Fraction of requests that fail."
+    ),
+    error_status: int = typer.Option(
+        500, "--error-status", min=400, max=599, help="HTTP status of failures."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the failure sequence."),
 ) -> None:
     """Serve a deterministic fake OpenAI-compatible upstream. Point a route's `openai` provider at
@@ -25,7 +31,19 @@ def mock_upstream(
     from shipyard.providers.mock import MockOptions
     from shipyard.providers.mock_upstream import MockUpstream
 
-    opts = MockOptions(latency_ms=latency_ms, tokens_per_s=tokens_per_s, output_tokens=output_tokens, output=output,
-                       error_rate=error_rate, error_status=error_status, seed=seed, keep_received=0)
-    console.print(f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms:g} ms, error rate {error_rate:g})")
-    uvicorn.run(MockUpstream(opts), host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    opts = MockOptions(
+        latency_ms=latency_ms,
+        tokens_per_s=tokens_per_s,
+        output_tokens=output_tokens,
+        output=output,
+        error_rate=error_rate,
+        error_status=error_status,
+        seed=seed,
+        keep_received=0,
+    )
+    console.print(
+        f"mock upstream on http://{host}:{port}/v1 (latency {latency_ms:g} ms, error rate {error_rate:g})"
+    )
+    uvicorn.run(
+        MockUpstream(opts), host=host, port=port, log_level="warning", access_log=False, server_header=False
+    )

@@ -60,7 +60,9 @@ def list_traces(
     if json_out:
         print_json(rows)
         return
-    table = Table(title=f"{len(rows)} trace(s)" + (f" of {q.count_traces(store, f)}" if len(rows) == limit else ""))
+    table = Table(
+        title=f"{len(rows)} trace(s)" + (f" of {q.count_traces(store, f)}" if len(rows) == limit else "")
+    )
     for col in ("time", "trace", "route", "target", "status"):
         table.add_column(col, no_wrap=True)
     for col in ("ms", "ttft", "tokens", "cost $"):
@@ -68,8 +70,17 @@ def list_traces(
     for r in rows:
         status_txt = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status_code']}[/red]"
         tokens = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
-        table.add_row(_ts(r["start_time"], short=True), r["trace_id"][:10], r["route"] or "-", r["target"] or "-", status_txt,
-                      _ms(r["latency_ms"]), _ms(r["ttft_ms"]), tokens, f"{r['cost_usd'] or 0:.5f}")
+        table.add_row(
+            _ts(r["start_time"], short=True),
+            r["trace_id"],
+            r["route"] or "-",
+            r["target"] or "-",
+            status_txt,
+            _ms(r["latency_ms"]),
+            _ms(r["ttft_ms"]),
+            tokens,
+            f"{r['cost_usd'] or 0:.5f}",
+        )
     console.print(table)
 
 
@@ -89,9 +100,13 @@ def show(
         print_json(t)
         return
     console.print(f"[bold]trace {t['trace_id']}[/bold]  {_ts(t['start_time'])}  {t['operation']}")
-    console.print(f"  route {t['route']} → target {t['target']} (provider {t['provider']}, model {t['model']})")
-    console.print(f"  status {t['status']} ({t['status_code']})  latency {_ms(t['latency_ms'])} ms  "
-                  f"ttft {_ms(t['ttft_ms'])} ms  attempts {t['attempts']}  stream {t['stream']}")
+    console.print(
+        f"  route {t['route']} → target {t['target']} (provider {t['provider']}, model {t['model']})"
+    )
+    console.print(
+        f"  status {t['status']} ({t['status_code']})  latency {_ms(t['latency_ms'])} ms  "
+        f"ttft {_ms(t['ttft_ms'])} ms  attempts {t['attempts']}  stream {t['stream']}"
+    )
     console.print(f"  tokens in {t['input_tokens']} out {t['output_tokens']}  cost ${t['cost_usd'] or 0:.6f}")
     if t["error"]:
         console.print(f"  [red]error[/red] {t['error']}", markup=False, highlight=False)
@@ -102,8 +117,11 @@ def show(
         dur = (s["end_time"] - s["start_time"]) * 1000
         colour = "green" if s["status"] == "ok" else "red"
         attrs = s["attributes"] or {}
-        shown = ", ".join(f"{k}={v}" for k, v in attrs.items() if k.startswith(("gen_ai.usage", "shipyard.target",
-                                                                               "error.")))
+        shown = ", ".join(
+            f"{k}={v}"
+            for k, v in attrs.items()
+            if k.startswith(("gen_ai.usage", "shipyard.target", "error."))
+        )
         nodes[s["span_id"]] = parent.add(f"[{colour}]{s['name']}[/{colour}] {dur:.1f} ms {shown}")
     console.print(tree)
     if t["input"] is not None:

@@ -9,6 +9,7 @@ import typer
 
 from shipyard import __version__
 from shipyard.cli.common import ConfigOpt, HomeOpt, console, resolve
+from shipyard.settings import BY_NAME
 
 
 def client_example(base: str, route: str) -> str:
@@ -22,14 +23,27 @@ def client_example(base: str, route: str) -> str:
 
 
 def up(
-    host: str = typer.Option(None, "--host", help="Interface to listen on. Env: SHIPYARD_HOST. [default: 127.0.0.1]",
-                             show_default=False),
-    port: int = typer.Option(None, "--port", "-p", help="Port to listen on. Env: SHIPYARD_PORT. [default: 8700]",
-                             show_default=False),
+    host: str = typer.Option(
+        None,
+        "--host",
+        help=f"Interface to listen on. Env: SHIPYARD_HOST. Default: {BY_NAME['host'].default}",
+        show_default=False,
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        "-p",
+        help=f"Port to listen on. Env: SHIPYARD_PORT. Default: {BY_NAME['port'].default}",
+        show_default=False,
+    ),
     home: str = HomeOpt,
     config: str = ConfigOpt,
-    log_level: str = typer.Option(None, "--log-level", help="debug, info, warning or error. [default: info]",
-                                  show_default=False),
+    log_level: str = typer.Option(
+        None,
+        "--log-level",
+        help="debug, info, warning or error. Env: SHIPYARD_LOG_LEVEL. Default: info",
+        show_default=False,
+    ),
 ) -> None:
     """Start Shipyard: the OpenAI-compatible gateway on the configured routes, with every call traced.
 

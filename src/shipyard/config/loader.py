@@ -135,7 +135,9 @@ def _validation_problems(
     return out
 
 
-def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str, str] | None = None) -> LoadedConfig:
+def parse_config(
+    text: str, source: str = "shipyard.yaml", environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
     """Parse and fully check a config; raise ConfigError listing every problem found."""
     from shipyard.plugins import provider_types
 
@@ -164,13 +166,17 @@ def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str,
     for i, p in enumerate(cfg.providers):
         path: Path_ = ("providers", i)
         if p.name in seen:
-            problems.append(f"{reader.where((*path, 'name'))}: providers[{i}].name: `{p.name}` is already "
-                            f"used by providers[{seen[p.name]}]; names must be unique")
+            problems.append(
+                f"{reader.where((*path, 'name'))}: providers[{i}].name: `{p.name}` is already "
+                f"used by providers[{seen[p.name]}]; names must be unique"
+            )
         seen[p.name] = i
         ptype = types.get(p.type)
         if ptype is None:
-            problems.append(f"{reader.where((*path, 'type'))}: providers[{i}].type: unknown provider type "
-                            f"`{p.type}`; known types: {', '.join(sorted(types))}")
+            problems.append(
+                f"{reader.where((*path, 'type'))}: providers[{i}].type: unknown provider type "
+                f"`{p.type}`; known types: {', '.join(sorted(types))}"
+            )
             continue
         try:
             options[p.name] = ptype.options.model_validate(p.options)
@@ -185,38 +191,48 @@ def parse_config(text: str, source: str = "shipyard.yaml", environ: Mapping[str,
     seen = {}
     for i, m in enumerate(cfg.models):
         if m.name in seen:
-            problems.append(f"{reader.where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
-                            f"defined at models[{seen[m.name]}]")
+            problems.append(
+                f"{reader.where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
+                f"defined at models[{seen[m.name]}]"
+            )
         seen[m.name] = i
         if m.provider not in providers:
-            problems.append(f"{reader.where(('models', i, 'provider'))}: models[{i}].provider: no provider "
-                            f"named `{m.provider}`; defined providers: {', '.join(providers) or '(none)'}")
+            problems.append(
+                f"{reader.where(('models', i, 'provider'))}: models[{i}].provider: no provider "
+                f"named `{m.provider}`; defined providers: {', '.join(providers) or '(none)'}"
+            )
     seen = {}
     for i, r in enumerate(cfg.routes):
         if r.name in seen:
-            problems.append(f"{reader.where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
-                            f"defined at routes[{seen[r.name]}]")
+            problems.append(
+                f"{reader.where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
+                f"defined at routes[{seen[r.name]}]"
+            )
         seen[r.name] = i
         kinds = set()
         for group in ("targets", "fallbacks"):
             for j, t in enumerate(getattr(r, group)):
-                m = models.get(t.model)
-                if m is None:
+                model = models.get(t.model)
+                if model is None:
                     problems.append(
                         f"{reader.where(('routes', i, group, j, 'model'))}: routes[{i}].{group}[{j}].model: "
                         f"route `{r.name}` refers to model `{t.model}`, which is not defined; "
                         f"defined models: {', '.join(models) or '(none)'}"
                     )
                 else:
-                    kinds.add(m.kind)
+                    kinds.add(model.kind)
         labels = [t.label for t in r.targets]
         for label in {x for x in labels if labels.count(x) > 1}:
-            problems.append(f"{reader.where(('routes', i, 'targets'))}: routes[{i}].targets: two targets are "
-                            f"labelled `{label}`; give each a distinct `name:` so traces and splits can tell "
-                            "them apart")
+            problems.append(
+                f"{reader.where(('routes', i, 'targets'))}: routes[{i}].targets: two targets are "
+                f"labelled `{label}`; give each a distinct `name:` so traces and splits can tell "
+                "them apart"
+            )
         if len(kinds) > 1:
-            problems.append(f"{reader.where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
-                            "embedding models; a route serves one kind")
+            problems.append(
+                f"{reader.where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
+                "embedding models; a route serves one kind"
+            )
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):", problems)
     return LoadedConfig(config=cfg, source=source, provider_options=options)
@@ -236,5 +252,7 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
             return parse_config(default_config_text(), "built-in default config", environ)
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file `{p}` does not exist; check the path given to --config / SHIPYARD_CONFIG")
+        raise ConfigError(
+            f"config file `{p}` does not exist; check the path given to --config / SHIPYARD_CONFIG"
+        )
     return parse_config(p.read_text("utf-8"), str(p), environ)

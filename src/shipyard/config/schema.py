@@ -57,7 +57,9 @@ class TargetConfig(Strict):
         default_factory=dict, description="Request params this target sets (they override the client's)."
     )
     timeout: float | None = Field(None, gt=0, description="Seconds per attempt (stream: per chunk).")
-    retries: int = Field(0, ge=0, le=10, description="Extra attempts on retryable errors before falling back.")
+    retries: int = Field(
+        0, ge=0, le=10, description="Extra attempts on retryable errors before falling back."
+    )
 
     @property
     def label(self) -> str:

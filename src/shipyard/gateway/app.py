@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +73,17 @@ class Platform:
 
     async def close(self) -> None:
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        while self.gateway.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.gateway.idle.wait(), self.settings.shutdown_timeout)
         await self.runtime.close()
         pending = self.writer.pending
         await asyncio.to_thread(self.writer.close, max(1.0, deadline - time.monotonic()))
-        log.info("trace writer flushed (%d pending at shutdown, %d written in total, %d dropped)",
-                 pending, self.writer.written, self.writer.dropped)
+        log.info(
+            "trace writer flushed (%d pending at shutdown, %d written in total, %d dropped)",
+            pending,
+            self.writer.written,
+            self.writer.dropped,
+        )
         self.store.close()
 
 
@@ -107,7 +111,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (setting `max_body_bytes`)")
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {limit} bytes (setting `max_body_bytes`)"
+            )
         parts.append(chunk)
     return b"".join(parts)
 
@@ -154,7 +160,9 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
         raise HTTPException(404, f"route or model `{name}` does not exist; GET /v1/models lists them")
 
     async def healthz(request: Request) -> Response:
-        return _json({"status": "ok", "version": __version__, "uptime_s": round(time.time() - platform.started_at, 1)})
+        return _json(
+            {"status": "ok", "version": __version__, "uptime_s": round(time.time() - platform.started_at, 1)}
+        )
 
     async def readyz(request: Request) -> Response:
         providers = {n: {"ready": h.ok, "detail": h.detail} for n, h in gw.runtime.readiness().items()}
@@ -178,8 +186,10 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404 and exc.detail == "Not Found":
-            message = f"no endpoint at {request.method} {request.url.path}; the gateway serves /v1/chat/completions, " \
-                      "/v1/completions, /v1/embeddings and /v1/models"
+            message = (
+                f"no endpoint at {request.method} {request.url.path}; the gateway serves "
+                "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models"
+            )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
         else:
@@ -189,8 +199,14 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        err = {"error": {"message": f"internal error ({type(exc).__name__}); see the server log",
-                         "type": "api_error", "param": None, "code": None}}
+        err = {
+            "error": {
+                "message": f"internal error ({type(exc).__name__}); see the server log",
+                "type": "api_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return _json(err, 500)
 
     @contextlib.asynccontextmanager
@@ -236,8 +252,9 @@ class FastPath:
     middleware layers: that is a measurable share of a pass-through request's CPU. Everything else
     (lifespan, GETs, unknown paths, wrong methods) goes through the Starlette app."""
 
-    def __init__(self, app: Starlette, hot: dict[str, Handler], on_error: ErrorHandler,
-                 on_unexpected: ErrorHandler) -> None:
+    def __init__(
+        self, app: Starlette, hot: Mapping[str, Handler], on_error: ErrorHandler, on_unexpected: ErrorHandler
+    ) -> None:
         self.app = app
         self.state = app.state
         self.hot = hot

@@ -131,8 +131,9 @@ class Runtime:
             known = [r for r, v in self.routes.items() if v.kind == kind]
             if kind == "embedding":
                 known += list(self.embedding_models)
+            what = "embedding models" if kind == "embedding" else "routes"
             raise RouteNotFound(
-                f"route `{name}` does not exist; known {'embedding models' if kind == 'embedding' else 'routes'}: "
+                f"route `{name}` does not exist; known {what}: "
                 f"{', '.join(sorted(known)) or '(none configured)'}",
                 param="model",
             )
@@ -171,11 +172,29 @@ class Runtime:
     def model_list(self) -> list[dict[str, Any]]:
         out = []
         for r in self.routes.values():
-            out.append({"id": r.name, "object": "model", "created": 0, "owned_by": "shipyard",
-                        "shipyard": {"type": "route", "kind": r.kind, "description": r.description,
-                                     "targets": [t.label for t in r.targets],
-                                     "fallbacks": [t.label for t in r.fallbacks]}})
+            out.append(
+                {
+                    "id": r.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "shipyard",
+                    "shipyard": {
+                        "type": "route",
+                        "kind": r.kind,
+                        "description": r.description,
+                        "targets": [t.label for t in r.targets],
+                        "fallbacks": [t.label for t in r.fallbacks],
+                    },
+                }
+            )
         for name, r in self.embedding_models.items():
-            out.append({"id": name, "object": "model", "created": 0, "owned_by": r.targets[0].provider_name,
-                        "shipyard": {"type": "embedding_model", "kind": "embedding"}})
+            out.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": r.targets[0].provider_name,
+                    "shipyard": {"type": "embedding_model", "kind": "embedding"},
+                }
+            )
         return out

@@ -45,6 +45,17 @@ class Gateway:
         self.writer = writer
         self.default_timeout = default_timeout
         self.in_flight = 0
+        self.idle = asyncio.Event()  # set whenever no request is in flight (shutdown waits on it)
+        self.idle.set()
+
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def _leave(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -67,8 +78,12 @@ class Gateway:
             trace.input = body.get("input")
         root = trace.span(
             f"{operation} {route.name}",
-            **{sc.OPERATION_NAME: operation, sc.REQUEST_MODEL: route.name, sc.ROUTE: route.name,
-               sc.STREAM: trace.stream},
+            attributes={
+                sc.OPERATION_NAME: operation,
+                sc.REQUEST_MODEL: route.name,
+                sc.ROUTE: route.name,
+                sc.STREAM: trace.stream,
+            },
         )
         for param, attr in sc.REQUEST_PARAMS.items():
             if param in body:
@@ -76,8 +91,11 @@ class Gateway:
         return trace, root
 
     def _call(self, target: Target, body: dict[str, Any], key: str | None) -> Call:
-        merged = {**target.model.params, **body, **target.params} if (target.model.params or target.params) \
+        merged = (
+            {**target.model.params, **body, **target.params}
+            if (target.model.params or target.params)
             else dict(body)
+        )
         merged["model"] = target.provider_model
         return Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
 
@@ -85,8 +103,13 @@ class Gateway:
         span = trace.span(
             f"{OPERATIONS[op]} {target.provider_model}",
             parent=root,
-            **{sc.OPERATION_NAME: OPERATIONS[op], sc.PROVIDER_NAME: target.provider_name,
-               sc.REQUEST_MODEL: target.provider_model, sc.TARGET: target.label, sc.ATTEMPT: n},
+            attributes={
+                sc.OPERATION_NAME: OPERATIONS[op],
+                sc.PROVIDER_NAME: target.provider_name,
+                sc.REQUEST_MODEL: target.provider_model,
+                sc.TARGET: target.label,
+                sc.ATTEMPT: n,
+            },
         )
         for param, attr in sc.REQUEST_PARAMS.items():
             if param in call.body:
@@ -97,23 +120,29 @@ class Gateway:
         span.finish("error", **{sc.ERROR_TYPE: _error_type(exc)})
         span.attributes["error.message"] = str(exc)[:500]
 
-    def _record_success(self, trace: Trace, span: Span, target: Target, usage: Usage, model: str,
-                        finish: str | None) -> None:
+    def _record_success(
+        self, trace: Trace, span: Span, target: Target, usage: Usage, model: str, finish: str | None
+    ) -> None:
         trace.target = target.label
         trace.provider = target.provider_name
         trace.model = model
         trace.input_tokens = usage.input_tokens
         trace.output_tokens = usage.output_tokens
         trace.cost_usd = target.pricing.cost(usage.input_tokens, usage.output_tokens)
-        attrs = {sc.RESPONSE_MODEL: model, sc.USAGE_INPUT_TOKENS: usage.input_tokens,
-                 sc.USAGE_OUTPUT_TOKENS: usage.output_tokens}
+        attrs = {
+            sc.RESPONSE_MODEL: model,
+            sc.USAGE_INPUT_TOKENS: usage.input_tokens,
+            sc.USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        }
         if finish:
             attrs[sc.RESPONSE_FINISH_REASONS] = [finish]
         # Usage, model and cost live on the attempt span and the trace row; the root span keeps
         # only what the client asked for, so nothing is stored twice.
         span.finish("ok", **attrs)
 
-    def _finish(self, trace: Trace, root: Span, error: BaseException | None = None, status: int = 200) -> None:
+    def _finish(
+        self, trace: Trace, root: Span, error: BaseException | None = None, status: int = 200
+    ) -> None:
         trace.end = time.time()
         if error is not None:
             trace.status = "error"
@@ -128,10 +157,16 @@ class Gateway:
             self.writer.submit(trace)
 
     def _resolve_span(self, trace: Trace, root: Span, route: Route, key: str | None) -> list[Target]:
-        span = trace.span(f"route {route.name}", parent=root, **{sc.ROUTE: route.name})
+        span = trace.span(f"route {route.name}", parent=root, attributes={sc.ROUTE: route.name})
         plan = route.plan(key)
-        span.finish("ok", **{sc.TARGET: plan[0].label, sc.STICKY: key is not None and route.sticky,
-                             sc.CANDIDATES: [t.label for t in plan]})
+        span.finish(
+            "ok",
+            **{
+                sc.TARGET: plan[0].label,
+                sc.STICKY: key is not None and route.sticky,
+                sc.CANDIDATES: [t.label for t in plan],
+            },
+        )
         return plan
 
     async def _backoff(self, route: Route, retry: int, exc: ProviderError) -> None:
@@ -142,13 +177,15 @@ class Gateway:
             await asyncio.sleep(delay)
 
     # -- non-streamed ----------------------------------------------------------------------------
-    async def complete(self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Answer:
+    async def complete(
+        self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Answer:
         """Answer a non-streamed chat/completion/embeddings request (``op``)."""
         kind = "embedding" if op == "embeddings" else "chat"
         route = self.runtime.resolve(body.get("model"), kind)
         key = self.sticky_key(body, headers)
         trace, root = self._begin(op, route, body, key)
-        self.in_flight += 1
+        self._enter()
         try:
             plan = self._resolve_span(trace, root, route, key)
             result = await self._try_targets(op, route, plan, body, key, trace, root)
@@ -159,7 +196,7 @@ class Gateway:
             self._finish(trace, root, ClientGone("client disconnected"), 499)
             raise exc
         finally:
-            self.in_flight -= 1
+            self._leave()
         trace.ttft_ms = trace.latency_ms
         if isinstance(result, Embeddings):
             trace.output = None
@@ -170,8 +207,16 @@ class Gateway:
         self._finish(trace, root)
         return Answer(payload, trace)
 
-    async def _try_targets(self, op: str, route: Route, plan: list[Target], body: dict[str, Any],
-                           key: str | None, trace: Trace, root: Span) -> Completion | Embeddings:
+    async def _try_targets(
+        self,
+        op: str,
+        route: Route,
+        plan: list[Target],
+        body: dict[str, Any],
+        key: str | None,
+        trace: Trace,
+        root: Span,
+    ) -> Completion | Embeddings:
         last: ProviderError | None = None
         n = 0
         for target in plan:
@@ -208,21 +253,23 @@ class Gateway:
                 if isinstance(result, Embeddings):
                     self._record_success(trace, span, target, result.usage, result.model, None)
                 else:
-                    self._record_success(trace, span, target, result.usage, result.model,
-                                         result.finish_reason)
+                    self._record_success(
+                        trace, span, target, result.usage, result.model, result.finish_reason
+                    )
                 return result
         raise _exhausted(route, n, last)
 
     # -- streamed --------------------------------------------------------------------------------
-    async def open_stream(self, op: str, body: dict[str, Any],
-                          headers: Mapping[str, str] | None = None) -> tuple[AsyncIterator[bytes], Trace]:
+    async def open_stream(
+        self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> tuple[AsyncIterator[bytes], Trace]:
         """Start a streamed answer. Targets are tried until one produces its first chunk, so any
         failure before the first byte is still an HTTP error (and can fall back); after that the
         stream belongs to the target that started it."""
         route = self.runtime.resolve(body.get("model"), "chat")
         key = self.sticky_key(body, headers)
         trace, root = self._begin(op, route, body, key)
-        self.in_flight += 1
+        self._enter()
         try:
             plan = self._resolve_span(trace, root, route, key)
             last: ProviderError | None = None
@@ -236,8 +283,11 @@ class Gateway:
                     trace.attempts = n
                     call = self._call(target, body, key)
                     span = self._attempt_span(trace, root, op, target, n, call)
-                    it = (target.provider.stream_chat(call) if op == "chat"
-                          else target.provider.stream_complete(call))
+                    it = (
+                        target.provider.stream_chat(call)
+                        if op == "chat"
+                        else target.provider.stream_complete(call)
+                    )
                     try:
                         async with asyncio.timeout(target.timeout):
                             first = await anext(it)
@@ -247,7 +297,9 @@ class Gateway:
                         continue
                     except TimeoutError:
                         await _aclose(it)
-                        last = ProviderTimeout(f"target `{target.label}` sent nothing for {target.timeout:g}s")
+                        last = ProviderTimeout(
+                            f"target `{target.label}` sent nothing for {target.timeout:g}s"
+                        )
                         self._fail_span(span, last)
                         continue
                     except ProviderError as exc:
@@ -265,16 +317,23 @@ class Gateway:
                     return self._relay(trace, root, span, target, it, first), trace
             raise _exhausted(route, n, last)
         except ShipyardError as exc:
-            self.in_flight -= 1
+            self._leave()
             self._finish(trace, root, exc, exc.status)
             raise
         except BaseException as exc:
-            self.in_flight -= 1
+            self._leave()
             self._finish(trace, root, ClientGone(f"stream setup aborted: {type(exc).__name__}"), 499)
             raise
 
-    async def _relay(self, trace: Trace, root: Span, span: Span, target: Target,
-                     it: AsyncIterator[StreamChunk], first: StreamChunk) -> AsyncIterator[bytes]:
+    async def _relay(
+        self,
+        trace: Trace,
+        root: Span,
+        span: Span,
+        target: Target,
+        it: AsyncIterator[StreamChunk],
+        first: StreamChunk,
+    ) -> AsyncIterator[bytes]:
         texts: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
@@ -314,7 +373,7 @@ class Gateway:
             error, status = exc, 502
             yield _sse_error(ShipyardError(f"stream from target `{target.label}` failed: {exc}"))
         finally:
-            self.in_flight -= 1
+            self._leave()
             trace.output = "".join(texts)
             if trace.ttft_ms is None and texts:
                 trace.ttft_ms = trace.latency_ms

@@ -35,7 +35,9 @@ def _type_name(v: Any) -> str:
 
 
 def _bad(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(f"`{param}` must be {expected}; got {_type_name(value)} {_short(value)}", param=param)
+    return InvalidRequest(
+        f"`{param}` must be {expected}; got {_type_name(value)} {_short(value)}", param=param
+    )
 
 
 def _short(v: Any) -> str:
@@ -64,8 +66,9 @@ def _positive_int(body: dict[str, Any], name: str) -> None:
 def _common(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise InvalidRequest("`model` is required: send the name of a route (GET /v1/models lists them)",
-                             param="model")
+        raise InvalidRequest(
+            "`model` is required: send the name of a route (GET /v1/models lists them)", param="model"
+        )
     if not isinstance(model, str) or not model:
         raise _bad("model", "a non-empty string naming a route", model)
     stream = body.get("stream")
@@ -74,7 +77,7 @@ def _common(body: dict[str, Any]) -> str:
     opts = body.get("stream_options")
     if opts is not None:
         if not isinstance(opts, dict):
-            raise _bad("stream_options", "an object like {\"include_usage\": true}", opts)
+            raise _bad("stream_options", 'an object like {"include_usage": true}', opts)
         if "include_usage" in opts and not isinstance(opts["include_usage"], bool):
             raise _bad("stream_options.include_usage", "true or false", opts["include_usage"])
     user = body.get("user")
@@ -88,9 +91,10 @@ def _common(body: dict[str, Any]) -> str:
     _positive_int(body, "max_completion_tokens")
     _positive_int(body, "n")
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _bad("stop", "a string or an array of strings", stop)
+    if stop is not None and not isinstance(stop, str | list):
+        raise _bad("stop", "a string or an array of strings", stop)
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise _bad("stop", "a string or an array of strings", stop)
     return model
 
 
@@ -98,8 +102,9 @@ def validate_chat(body: dict[str, Any]) -> str:
     model = _common(body)
     messages = body.get("messages")
     if messages is None:
-        raise InvalidRequest("`messages` is required: an array like [{\"role\": \"user\", \"content\": \"Hi\"}]",
-                             param="messages")
+        raise InvalidRequest(
+            '`messages` is required: an array like [{"role": "user", "content": "Hi"}]', param="messages"
+        )
     if not isinstance(messages, list):
         raise _bad("messages", "an array of message objects", messages)
     if not messages:
@@ -111,7 +116,9 @@ def validate_chat(body: dict[str, Any]) -> str:
         role = m.get("role")
         if role not in ROLES:
             if role is None:
-                raise InvalidRequest(f"`{where}.role` is required; one of {', '.join(ROLES)}", param=f"{where}.role")
+                raise InvalidRequest(
+                    f"`{where}.role` is required; one of {', '.join(ROLES)}", param=f"{where}.role"
+                )
             raise InvalidRequest(
                 f"`{where}.role` must be one of {', '.join(ROLES)}; got {_short(role)}", param=f"{where}.role"
             )
@@ -145,8 +152,9 @@ def validate_completion(body: dict[str, Any]) -> str:
 def validate_embeddings(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
-        raise InvalidRequest("`model` is required: an embedding model or route (GET /v1/models lists them)",
-                             param="model")
+        raise InvalidRequest(
+            "`model` is required: an embedding model or route (GET /v1/models lists them)", param="model"
+        )
     if not isinstance(model, str) or not model:
         raise _bad("model", "a non-empty string", model)
     inp = body.get("input")
@@ -165,6 +173,7 @@ def validate_embeddings(body: dict[str, Any]) -> str:
         raise _bad("input", "a string or an array of strings", inp)
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
-        raise InvalidRequest(f"`encoding_format` must be `float` or `base64`; got {_short(fmt)}",
-                             param="encoding_format")
+        raise InvalidRequest(
+            f"`encoding_format` must be `float` or `base64`; got {_short(fmt)}", param="encoding_format"
+        )
     return model

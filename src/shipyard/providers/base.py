@@ -96,9 +96,7 @@ class Embeddings:
     def to_openai(self) -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self.vectors)
-            ],
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self.vectors)],
             "model": self.model,
             "usage": {"prompt_tokens": self.usage.input_tokens, "total_tokens": self.usage.input_tokens},
         }
@@ -147,7 +145,7 @@ class Provider(Protocol):
 class ProviderType:
     """How plugins register a provider type: its name in config, options model and factory."""
 
-    type: str
+    name: str
     options: type[ProviderOptions]
     factory: Any  # Callable[[str, ProviderOptions], Provider]
     description: str = ""

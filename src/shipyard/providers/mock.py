@@ -41,9 +41,38 @@ from shipyard.providers.base import (
 )
 
 _WORDS = (
-    "the ship sails at dawn with cargo of tea and maps while gulls circle over harbour "
-    "lights and sailors check ropes before the tide turns toward open water beyond the cape"
-).split()
+    "the",
+    "ship",
+    "sails",
+    "at",
+    "dawn",
+    "with",
+    "cargo",
+    "of",
+    "tea",
+    "and",
+    "maps",
+    "while",
+    "gulls",
+    "circle",
+    "over",
+    "harbour",
+    "lights",
+    "and",
+    "sailors",
+    "check",
+    "ropes",
+    "before",
+    "the",
+    "tide",
+    "turns",
+    "toward",
+    "open",
+    "water",
+    "beyond",
+    "the",
+    "cape",
+)
 
 
 class MockOptions(ProviderOptions):

@@ -71,8 +71,11 @@ class MockUpstream:
             if path == "/embeddings":
                 await _respond(send, 200, (await self.provider.embed(call)).to_bytes())
             elif body.get("stream"):
-                it = (self.provider.stream_chat(call) if path == "/chat/completions"
-                      else self.provider.stream_complete(call))
+                it = (
+                    self.provider.stream_chat(call)
+                    if path == "/chat/completions"
+                    else self.provider.stream_complete(call)
+                )
                 started = False
                 async for chunk in it:
                     if not started:
@@ -82,8 +85,9 @@ class MockUpstream:
                         await send({"type": "http.response.body", "body": chunk.data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
-                result = await (self.provider.chat(call) if path == "/chat/completions"
-                                else self.provider.complete(call))
+                result = await (
+                    self.provider.chat(call) if path == "/chat/completions" else self.provider.complete(call)
+                )
                 await _respond(send, 200, result.to_bytes())
         except ShipyardError as exc:
             status = self.provider.options.error_status if exc.code == "mock_failure" else exc.status

@@ -34,7 +34,9 @@ from shipyard.providers.base import (
 
 
 class OpenAIOptions(ProviderOptions):
-    base_url: str = Field(..., description="Base URL including the version prefix, e.g. http://localhost:8000/v1")
+    base_url: str = Field(
+        ..., description="Base URL including the version prefix, e.g. http://localhost:8000/v1"
+    )
     api_key: SecretStr | None = Field(None, description="Bearer key; use `${ENV_VAR}` rather than a literal.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
     max_connections: int = Field(512, ge=1, description="Size of the connection pool.")
@@ -72,7 +74,7 @@ class OpenAICompatProvider(BaseProvider):
             connector = aiohttp.TCPConnector(
                 limit=self.options.max_connections,
                 ttl_dns_cache=300,
-                ssl=None if self.options.verify_tls else False,
+                ssl=self.options.verify_tls,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, json_serialize=lambda o: orjson.dumps(o).decode()
@@ -91,9 +93,13 @@ class OpenAICompatProvider(BaseProvider):
 
     def _errors(self, exc: BaseException, call: Call) -> ProviderError:
         if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-            return ProviderTimeout(f"provider `{self.name}` model `{call.model}` timed out after {call.timeout:g}s")
+            return ProviderTimeout(
+                f"provider `{self.name}` model `{call.model}` timed out after {call.timeout:g}s"
+            )
         if isinstance(exc, aiohttp.ClientConnectionError | OSError):
-            return ProviderUnavailable(f"provider `{self.name}` at {self.base_url} is unreachable: {type(exc).__name__}")
+            return ProviderUnavailable(
+                f"provider `{self.name}` at {self.base_url} is unreachable: {type(exc).__name__}"
+            )
         return ProviderError(f"provider `{self.name}` failed: {type(exc).__name__}: {exc}")
 
     async def _post(self, path: str, call: Call) -> bytes:
@@ -113,7 +119,7 @@ class OpenAICompatProvider(BaseProvider):
                 return raw
         except ProviderError:
             raise
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._errors(exc, call) from None
 
     def _completion(self, raw: bytes, call: Call, chat: bool) -> Completion:
@@ -224,7 +230,7 @@ class OpenAICompatProvider(BaseProvider):
                     yield StreamChunk(buf)
         except ProviderError:
             raise
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._errors(exc, call) from None
 
     async def health(self) -> Health:
@@ -234,11 +240,13 @@ class OpenAICompatProvider(BaseProvider):
             ) as resp:
                 await resp.read()
                 return Health(resp.status < 500, f"GET /models → {resp.status}")
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Health(False, f"{type(exc).__name__}: {exc}")
 
 
-def _inspect_event(event: bytes, chat: bool, drop_usage_only: bool) -> tuple[bool, str, Usage | None, str | None]:
+def _inspect_event(
+    event: bytes, chat: bool, drop_usage_only: bool
+) -> tuple[bool, str, Usage | None, str | None]:
     """Read one SSE event: (forward it?, text delta, usage, finish reason)."""
     data = b""
     for line in event.split(b"\n"):

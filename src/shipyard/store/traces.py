@@ -152,7 +152,9 @@ def _where(f: TraceFilter) -> list[Any]:
 SUMMARY_COLUMNS = [c for c in traces.c if c.name not in ("input", "output", "attributes")]
 
 
-def list_traces(store: Store, f: TraceFilter | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+def list_traces(
+    store: Store, f: TraceFilter | None = None, limit: int = 50, offset: int = 0
+) -> list[dict[str, Any]]:
     q = sa.select(*SUMMARY_COLUMNS).where(*_where(f or TraceFilter()))
     q = q.order_by(traces.c.start_time.desc()).limit(limit).offset(offset)
     with store.engine.connect() as conn:

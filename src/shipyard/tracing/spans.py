@@ -76,8 +76,8 @@ class Trace:
     attributes: dict[str, Any] = field(default_factory=dict)
     spans: list[Span] = field(default_factory=list)
 
-    def span(self, name: str, parent: Span | None = None, **attributes: Any) -> Span:
-        s = Span(name, self.trace_id, parent.span_id if parent else None, attributes=attributes)
+    def span(self, name: str, parent: Span | None = None, attributes: dict[str, Any] | None = None) -> Span:
+        s = Span(name, self.trace_id, parent.span_id if parent else None, attributes=attributes or {})
         self.spans.append(s)
         return s
 
