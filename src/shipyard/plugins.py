@@ -49,3 +49,36 @@ def provider_types() -> dict[str, ProviderType]:
         for ptype in group:
             found[ptype.name] = ptype
     return found
+
+
+def render_provider_reference() -> str:
+    """docs/reference/providers.md: every provider type's options, generated from their models."""
+    lines = [
+        "# Provider reference",
+        "",
+        "Generated from the provider option models by `python -m shipyard.plugins`; do not edit by hand.",
+        "Each provider in `shipyard.yaml` has a `name`, a `type`, and the options of its type:",
+        "",
+    ]
+    for name, ptype in sorted(provider_types().items()):
+        lines += [
+            f"## `{name}`",
+            "",
+            ptype.description,
+            "",
+            "| option | default | description |",
+            "|---|---|---|",
+        ]
+        for field, info in ptype.options.model_fields.items():
+            if info.is_required():
+                default = "(required)"
+            else:
+                value = info.get_default(call_default_factory=True)
+                default = "(unset)" if value is None else f"`{value}`"
+            lines.append(f"| `{field}` | {default} | {info.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_provider_reference(), end="")

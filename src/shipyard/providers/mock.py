@@ -84,7 +84,7 @@ class MockOptions(ProviderOptions):
     error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of calls that fail.")
     error_status: int = Field(500, ge=400, le=599, description="HTTP status of injected failures.")
     seed: int = Field(0, description="Seed of the failure sequence.")
-    embedding_dim: int = Field(16, ge=1, le=4096)
+    embedding_dim: int = Field(16, ge=1, le=4096, description="Size of the (hash-derived) embedding vectors.")
     keep_received: int = Field(100, ge=0, description="How many received requests to remember.")
 
 

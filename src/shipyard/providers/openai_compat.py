@@ -46,7 +46,9 @@ class OpenAIOptions(ProviderOptions):
         description="Ask the upstream for usage on streams even when the client did not (the extra "
         "usage event is not forwarded), so traces have real token counts.",
     )
-    verify_tls: bool = True
+    verify_tls: bool = Field(
+        True, description="Check the upstream's TLS certificate; turn off only for self-signed test servers."
+    )
 
 
 def _usage(data: Any) -> Usage | None:
