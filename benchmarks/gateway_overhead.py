@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import statistics
@@ -41,6 +42,9 @@ BODY = {
     "messages": [{"role": "user", "content": "Say something about harbours."}],
     "max_tokens": 16,
 }
+# LiteLLM's proxy refuses to start without a strong master key; every proxy gets the same header.
+BENCH_KEY = "sk-" + secrets.token_hex(32)
+AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 CPUS = os.cpu_count() or 1
 PROXY_CPU = "0"
 LOAD_CPU = ",".join(str(c) for c in range(1, CPUS)) if CPUS > 1 else "0"
@@ -60,7 +64,7 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            r = httpx.post(url + "/v1/chat/completions", json=BODY, timeout=5)
+            r = httpx.post(url + "/v1/chat/completions", json=BODY, headers=AUTH, timeout=5)
             if r.status_code == 200:
                 return
         except httpx.HTTPError:
@@ -122,7 +126,7 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(body))}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
-        'wrk.headers["Authorization"] = "Bearer sk-bench"\n'
+        f'wrk.headers["Authorization"] = "Bearer {BENCH_KEY}"\n'
     )
     cmd = pinned(
         [
@@ -130,6 +134,8 @@ def wrk(url: str, body: dict[str, Any], connections: int, seconds: int) -> dict[
             "-t1",
             f"-c{connections}",
             f"-d{seconds}s",
+            "--timeout",
+            "10s",
             "--latency",
             "-s",
             str(script),
@@ -166,7 +172,7 @@ def stream_timing(url: str, n: int) -> dict[str, float]:
     """Median time to the first content token and to the end of the stream, sequential requests."""
     firsts, totals = [], []
     body = {**BODY, "model": "stream", "stream": True}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=AUTH) as client:
         client.post(url + "/v1/chat/completions", json={**body, "stream": False})  # warm the connection
         for _ in range(n):
             start = time.perf_counter()
@@ -334,6 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env = {
                 "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                 "LITELLM_LOG": "ERROR",
+                "LITELLM_MASTER_KEY": BENCH_KEY,
                 "DISABLE_SCHEMA_UPDATE": "true",
             }
             with process(
