@@ -246,3 +246,16 @@ def test_random_garbage_never_gives_a_500(server: Any) -> None:
             assert r.status_code < 500, (path, body, r.text)
             if r.status_code >= 400:
                 error_of(r)
+
+
+def test_health_and_readiness(server: Any) -> None:
+    health = httpx.get(server.url + "/healthz").json()
+    assert health["status"] == "ok" and health["version"]
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["store"] == "ok"
+    assert body["providers"] == {"fake": {"ready": True, "detail": "started"}}
+    models = httpx.get(server.url + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["default", "fake-embed"]
+    assert httpx.get(server.url + "/v1/models/default").json()["shipyard"]["targets"] == ["fake-chat"]

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
@@ -32,8 +33,8 @@ def parse_since(value: str | None) -> float | None:
         raise typer.BadParameter(f"`{value}` is neither a duration like 15m/2h/7d nor an ISO time") from None
 
 
-def _ts(t: float, short: bool = False) -> str:
-    return datetime.fromtimestamp(t).strftime("%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S")
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ms(v: Any) -> str:
@@ -60,26 +61,32 @@ def list_traces(
     if json_out:
         print_json(rows)
         return
-    table = Table(
-        title=f"{len(rows)} trace(s)" + (f" of {q.count_traces(store, f)}" if len(rows) == limit else "")
-    )
-    for col in ("time", "trace", "route", "target", "status"):
-        table.add_column(col, no_wrap=True)
-    for col in ("ms", "ttft", "tokens", "cost $"):
+    total = f" of {q.count_traces(store, f)}" if len(rows) == limit else ""
+    # Compact layout: the full trace id (what `traces show` takes) must stay intact, so it goes
+    # last and folds on narrow terminals while the figures stay on one line.
+    table = Table(title=f"{len(rows)} trace(s){total}, newest first", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("time", no_wrap=True)
+    for col in ("route", "target"):
+        table.add_column(col, overflow="ellipsis", max_width=16)
+    table.add_column("st", no_wrap=True)
+    for col in ("ms", "ttft", "tok in/out", "$"):
         table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("trace id", overflow="fold", min_width=16)
+    today = datetime.now().date()
     for r in rows:
         status_txt = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status_code']}[/red]"
-        tokens = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+        started = datetime.fromtimestamp(r["start_time"])
+        when = started.strftime("%H:%M:%S" if started.date() == today else "%m-%d %H:%M")
         table.add_row(
-            _ts(r["start_time"], short=True),
-            r["trace_id"],
+            when,
             r["route"] or "-",
             r["target"] or "-",
             status_txt,
             _ms(r["latency_ms"]),
             _ms(r["ttft_ms"]),
-            tokens,
-            f"{r['cost_usd'] or 0:.5f}",
+            f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}",
+            f"{r['cost_usd'] or 0:.4g}",
+            r["trace_id"],
         )
     console.print(table)
 

@@ -44,10 +44,11 @@ class Store:
         """Bring the schema to the newest migration (idempotent)."""
         import logging
 
+        # Before the import: alembic logs its plugin set-up at INFO when first imported.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
         from alembic import command
         from alembic.config import Config
-
-        logging.getLogger("alembic").setLevel(logging.WARNING)
 
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("shipyard.store") / "migrations"))
