@@ -56,6 +56,13 @@ class NotFound(ShipyardError):
     type = "invalid_request_error"
 
 
+class Conflict(ShipyardError):
+    """The request clashes with what exists (409), e.g. creating a dataset that already exists."""
+
+    status = 409
+    type = "conflict"
+
+
 class RouteNotFound(NotFound):
     code = "model_not_found"
 

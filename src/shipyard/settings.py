@@ -144,6 +144,21 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "reload_interval",
+        float,
+        1.0,
+        "Seconds between checks for registry changes (new route or model versions, alias moves) "
+        "that a running gateway applies without restart.",
+        minimum=0.05,
+    ),
+    Setting(
+        "actor",
+        str,
+        None,
+        "Name recorded as who made a registry change from this process (alias moves, new versions). "
+        "Unset: the operating-system user.",
+    ),
+    Setting(
         "local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.", minimum=0
     ),
 )
@@ -202,6 +217,11 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self._values["home"]).expanduser().resolve()
+
+    @property
+    def artifacts_path(self) -> Path:
+        """Where experiment-run artifacts are kept: `<home>/artifacts/<run id>/…`."""
+        return self.home_path / "artifacts"
 
     @property
     def store_url(self) -> str:

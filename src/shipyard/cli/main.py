@@ -43,6 +43,22 @@ app.add_typer(models.app, name="models")
 app.add_typer(traces.app, name="traces")
 
 
+def _optional_group(module_name: str, name: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return
+    app.add_typer(module.app, name=name)
+
+
+for _module, _name in (("shipyard.cli.datasets", "datasets"), ("shipyard.cli.runs", "runs")):
+    _optional_group(_module, _name)
+
+
 def main() -> None:
     try:
         app()

@@ -20,13 +20,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from shipyard import __version__
 from shipyard.config.loader import LoadedConfig
 from shipyard.errors import PayloadTooLarge, ShipyardError
 from shipyard.gateway import validation
+from shipyard.gateway.api import create_api
 from shipyard.gateway.runtime import Runtime
 from shipyard.gateway.service import Gateway
 from shipyard.settings import Settings
@@ -234,6 +235,7 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
         Route("/v1/models/{name:path}", get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Mount("/api", app=create_api(platform)),
     ]
     app = Starlette(
         routes=routes,

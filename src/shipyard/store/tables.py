@@ -36,9 +36,16 @@ traces = sa.Table(
     sa.Column("input", JSONType),
     sa.Column("output", sa.Text),
     sa.Column("attributes", JSONType),
+    # Lineage: the exact registry versions that served the request (migration 0002).
+    sa.Column("route_version", sa.Integer),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("prompt", sa.String(128)),
+    sa.Column("prompt_version", sa.Integer),
+    sa.Column("tags", JSONType),
 )
 sa.Index("ix_traces_start_time", traces.c.start_time)
 sa.Index("ix_traces_route_start", traces.c.route, traces.c.start_time)
+sa.Index("ix_traces_prompt", traces.c.prompt, traces.c.prompt_version, traces.c.start_time)
 
 # Clustered by (trace_id, span_id): one B-tree, and a trace's spans sit together. Gateway trace ids
 # start with a millisecond timestamp, so inserts append instead of landing on random pages.
@@ -55,3 +62,153 @@ spans = sa.Table(
     sa.Column("attributes", JSONType),
     sqlite_with_rowid=False,
 )
+
+
+# -- registry: versioned providers, models, routes and prompts -------------------------------------
+registry_entities = sa.Table(
+    "registry_entities",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False, doc="provider | model | route | prompt"),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("kind", "name", name="uq_registry_entities_kind_name"),
+)
+
+registry_versions = sa.Table(
+    "registry_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity_id", sa.Integer, sa.ForeignKey("registry_entities.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, doc="1, 2, … per entity"),
+    sa.Column("hash", sa.String(64), nullable=False, doc="sha256 of the canonical spec"),
+    sa.Column("spec", JSONType, nullable=False, doc="as written: ${ENV} references unresolved"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(128)),
+    sa.Column("message", sa.Text),
+    sa.UniqueConstraint("entity_id", "version", name="uq_registry_versions_entity_version"),
+    sa.UniqueConstraint("entity_id", "hash", name="uq_registry_versions_entity_hash"),
+)
+
+registry_aliases = sa.Table(
+    "registry_aliases",
+    metadata,
+    sa.Column("entity_id", sa.Integer, sa.ForeignKey("registry_entities.id"), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+registry_alias_events = sa.Table(
+    "registry_alias_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity_id", sa.Integer, sa.ForeignKey("registry_entities.id"), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("from_version", sa.Integer),
+    sa.Column("to_version", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(128)),
+    sa.Column("reason", sa.Text),
+    sa.Column("evidence", JSONType, doc="e.g. the eval run that gated a promotion"),
+)
+sa.Index("ix_registry_alias_events_entity", registry_alias_events.c.entity_id, registry_alias_events.c.alias)
+
+# One row; `revision` goes up with every registry change so running gateways can notice cheaply.
+registry_state = sa.Table(
+    "registry_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+# -- datasets ---------------------------------------------------------------------------------------
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset_id", sa.Integer, sa.ForeignKey("datasets.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, doc="sha256 over the examples in order"),
+    sa.Column("n_examples", sa.Integer, nullable=False),
+    sa.Column("source", JSONType, doc="where the examples came from: file, traces + filters, …"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(128)),
+    sa.Column("message", sa.Text),
+    sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),
+    sa.UniqueConstraint("dataset_id", "hash", name="uq_dataset_versions_dataset_hash"),
+)
+
+dataset_examples = sa.Table(
+    "dataset_examples",
+    metadata,
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("dataset_versions.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("input", JSONType, nullable=False, doc="variables (object) or messages (array)"),
+    sa.Column("expected", JSONType),
+    sa.Column("metadata", JSONType),
+    sa.Column("tags", JSONType),
+    sa.Column("trace_id", sa.String(32), doc="the trace it was built from, if any"),
+)
+
+# -- experiment runs --------------------------------------------------------------------------------
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256)),
+    sa.Column("experiment", sa.String(128), nullable=False, doc="groups runs; default `default`"),
+    sa.Column("status", sa.String(16), nullable=False, doc="running | finished | failed | killed"),
+    sa.Column("start_time", sa.Float, nullable=False),
+    sa.Column("end_time", sa.Float),
+    sa.Column("params", JSONType),
+    sa.Column("tags", JSONType),
+    sa.Column("parent_run_id", sa.String(32)),
+    sa.Column("created_by", sa.String(128)),
+    sa.Column("notes", sa.Text),
+)
+sa.Index("ix_runs_experiment_start", runs.c.experiment, runs.c.start_time)
+
+run_metrics = sa.Table(
+    "run_metrics",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("key", sa.String(256), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False, doc="0 for a scalar; 0, 1, 2… for a series"),
+    sa.Column("timestamp", sa.Float, nullable=False),
+)
+sa.Index("ix_run_metrics_run_key", run_metrics.c.run_id, run_metrics.c.key, run_metrics.c.step)
+
+run_artifacts = sa.Table(
+    "run_artifacts",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True, doc="relative to the run's artifact directory"),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Lineage: what a run used — a dataset version, prompt/model/route versions, its parent run.
+run_links = sa.Table(
+    "run_links",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.run_id"), primary_key=True),
+    sa.Column(
+        "kind", sa.String(16), primary_key=True, doc="dataset | prompt | model | route | provider | run"
+    ),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, doc="0 when the link is to a run"),
+)
+sa.Index("ix_run_links_target", run_links.c.kind, run_links.c.name, run_links.c.version)

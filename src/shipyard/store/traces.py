@@ -40,7 +40,17 @@ def capture_value(value: Any, capture: str, max_chars: int) -> Any:
 
 TRACE_COLUMNS = tuple(c.name for c in traces.c)
 SPAN_COLUMNS = tuple(c.name for c in spans.c)
-_JSON_COLUMNS = {"input", "attributes"}
+assert SPAN_COLUMNS == (
+    "trace_id",
+    "span_id",
+    "parent_id",
+    "name",
+    "start_time",
+    "end_time",
+    "status",
+    "attributes",
+)
+_JSON_COLUMNS = {"input", "attributes", "tags"}
 _SQL_CACHE: dict[tuple[str, str], str] = {}
 
 
@@ -69,51 +79,58 @@ def _insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) ->
     return sql
 
 
+def trace_row(t: Trace, capture: str = "full", max_chars: int = 2000) -> tuple[Any, ...]:
+    """One trace as a tuple in TRACE_COLUMNS order, JSON columns already serialized."""
+    end = t.end or t.start
+    row = {
+        "trace_id": t.trace_id,
+        "start_time": t.start,
+        "end_time": end,
+        "source": t.source,
+        "operation": t.operation,
+        "route": t.route,
+        "target": t.target,
+        "provider": t.provider,
+        "model": t.model,
+        "status": t.status,
+        "status_code": t.status_code,
+        "error": t.error,
+        "latency_ms": round((end - t.start) * 1000, 3),
+        "ttft_ms": None if t.ttft_ms is None else round(t.ttft_ms, 3),
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cost_usd": t.cost_usd,
+        "stream": t.stream,
+        "attempts": t.attempts,
+        "user_id": t.user_id,
+        "input": _dumps(capture_value(t.input, capture, max_chars)),
+        "output": capture_value(t.output, capture, max_chars),
+        "attributes": _dumps(t.attributes or None),
+        "route_version": t.route_version,
+        "model_version": t.model_version,
+        "prompt": t.prompt,
+        "prompt_version": t.prompt_version,
+        "tags": _dumps(t.tags or None),
+    }
+    return tuple(row[c] for c in TRACE_COLUMNS)
+
+
 def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", max_chars: int = 2000) -> None:
-    trace_rows = []
-    span_rows = []
-    for t in batch:
-        end = t.end or t.start
-        trace_rows.append(
-            (
-                t.trace_id,
-                t.start,
-                end,
-                t.source,
-                t.operation,
-                t.route,
-                t.target,
-                t.provider,
-                t.model,
-                t.status,
-                t.status_code,
-                t.error,
-                round((end - t.start) * 1000, 3),
-                None if t.ttft_ms is None else round(t.ttft_ms, 3),
-                t.input_tokens,
-                t.output_tokens,
-                t.cost_usd,
-                t.stream,
-                t.attempts,
-                t.user_id,
-                _dumps(capture_value(t.input, capture, max_chars)),
-                capture_value(t.output, capture, max_chars),
-                _dumps(t.attributes or None),
-            )
+    trace_rows = [trace_row(t, capture, max_chars) for t in batch]
+    span_rows = [
+        (
+            sp.trace_id,
+            sp.span_id,
+            sp.parent_id,
+            sp.name,
+            sp.start,
+            sp.end or sp.start,
+            sp.status,
+            _dumps(sp.attributes or None),
         )
-        for sp in t.spans:
-            span_rows.append(
-                (
-                    sp.trace_id,
-                    sp.span_id,
-                    sp.parent_id,
-                    sp.name,
-                    sp.start,
-                    sp.end or sp.start,
-                    sp.status,
-                    _dumps(sp.attributes or None),
-                )
-            )
+        for t in batch
+        for sp in t.spans
+    ]
     with store.engine.begin() as conn:
         if trace_rows:
             conn.exec_driver_sql(_insert_sql(conn, traces, TRACE_COLUMNS), trace_rows)

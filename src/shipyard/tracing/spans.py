@@ -74,6 +74,12 @@ class Trace:
     input: Any = None
     output: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # Registry lineage: the versions that served this request.
+    route_version: int | None = None
+    model_version: int | None = None
+    prompt: str | None = None
+    prompt_version: int | None = None
+    tags: list[str] | None = None
     spans: list[Span] = field(default_factory=list)
 
     def span(self, name: str, parent: Span | None = None, attributes: dict[str, Any] | None = None) -> Span:

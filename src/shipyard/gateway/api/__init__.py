@@ -1,0 +1,64 @@
+"""The admin API under ``/api``: JSON for the registry, datasets and runs, documented in the
+OpenAPI schema at ``/api/openapi.json``. Routers are thin: each calls the service layer in
+``shipyard.registry``; errors use the same ``{"error": {...}}`` shape as the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from shipyard import __version__
+from shipyard.errors import ShipyardError
+
+
+def _error(status: int, message: str, type_: str, param: str | None = None) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+ROUTERS = ("shipyard.gateway.api.registry", "shipyard.gateway.api.datasets", "shipyard.gateway.api.runs")
+
+
+def create_api(platform: Any) -> FastAPI:
+    import importlib
+
+    api = FastAPI(
+        title="Shipyard admin API",
+        version=__version__,
+        description="Versioned prompts, model configs, routes and providers; datasets; experiment runs.",
+        docs_url=None,  # Swagger UI loads its assets from a CDN; the schema is at /api/openapi.json
+        redoc_url=None,
+    )
+    api.state.platform = platform
+
+    @api.exception_handler(ShipyardError)
+    async def on_shipyard_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ShipyardError)
+        return _error(exc.status, exc.message, exc.type, exc.param)
+
+    @api.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        return _error(
+            400,
+            f"`{field}`: {first.get('msg')}" if field else str(first.get("msg")),
+            "invalid_request_error",
+            field,
+        )
+
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        api.include_router(module.router)
+    return api
