@@ -55,13 +55,23 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert "--home" in shipyard("up", "--help", cwd=tmp_path).stdout
 
 
-def test_models_list(tmp_path: Path) -> None:
+def test_models_and_routes_list_show_the_applied_registry(tmp_path: Path) -> None:
     (tmp_path / "shipyard.yaml").write_text(CONFIG)
-    data = json.loads(shipyard("models", "list", "--json", cwd=tmp_path).stdout)
-    assert [r["name"] for r in data["routes"]] == ["default", "ab"]
-    assert data["models"][0]["provider_type"] == "mock"
-    table = shipyard("models", "list", cwd=tmp_path).stdout
-    assert "left (75%)" in table and "right (25%)" in table
+    home = str(tmp_path / "home")
+    assert json.loads(shipyard("models", "list", "--json", "--home", home, cwd=tmp_path).stdout) == []
+    shipyard("apply", "shipyard.yaml", "--home", home, cwd=tmp_path)
+    routes = json.loads(shipyard("routes", "list", "--json", "--home", home, cwd=tmp_path).stdout)
+    assert [r["name"] for r in routes] == ["ab", "default"]
+    models = json.loads(shipyard("models", "list", "--json", "--home", home, cwd=tmp_path).stdout)
+    assert [(m["name"], m["current"]) for m in models] == [("fake-chat", 1)]
+    shown = json.loads(shipyard("routes", "show", "ab", "--json", "--home", home, cwd=tmp_path).stdout)
+    # Normalised specs leave defaults out (weight 1), so cosmetic edits never make new versions.
+    assert shown["spec"]["targets"] == [
+        {"model": "fake-chat", "name": "left", "weight": 3.0},
+        {"model": "fake-chat", "name": "right"},
+    ]
+    table = shipyard("routes", "list", "--home", home, cwd=tmp_path).stdout
+    assert "ab" in table and "v1" in table
 
 
 def test_traces_list_and_show_after_traffic(shipyard_server: Any, tmp_path: Path) -> None:

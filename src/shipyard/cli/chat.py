@@ -141,11 +141,13 @@ async def _session(
 ) -> None:
     platform = None
     if not remote:
-        from shipyard.gateway.app import Platform
+        from shipyard.gateway.api.deps import cli_actor
+        from shipyard.gateway.platform import Platform
 
-        settings, loaded = resolve(home=home, config=config)
-        err_console.print(f"[dim]no gateway at {base}: running {loaded.source} in this process[/dim]")
-        platform = Platform.build(settings, loaded)
+        settings, doc = resolve(home=home, config=config)
+        where = doc.source if doc is not None else f"the registry in {settings.home_path}"
+        err_console.print(f"[dim]no gateway at {base}: serving {where} in this process[/dim]")
+        platform = await asyncio.to_thread(Platform.build, settings, doc, cli_actor(settings))
         await platform.open()
     try:
         history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []

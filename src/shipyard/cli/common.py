@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from shipyard.config.loader import LoadedConfig, load_config
+from shipyard.config.loader import Document, find_config, settings_section
 from shipyard.settings import Settings
 from shipyard.store.db import Store
 
@@ -29,11 +29,11 @@ JsonOpt = typer.Option(False, "--json", help=JSON_HELP)
 
 def resolve(
     home: str | None = None, config: str | None = None, **flags: Any
-) -> tuple[Settings, LoadedConfig]:
-    """Settings and config with the documented precedence (flag > env > file > default)."""
+) -> tuple[Settings, Document | None]:
+    """Settings (flag > env > the file's `settings:` > default) and the config file, if any."""
     first = Settings(overrides={"home": home, "config": config, **flags})
-    loaded = load_config(first.config)
-    return first.with_file_values(loaded.config.settings), loaded
+    doc = find_config(first.config)
+    return first.with_file_values(settings_section(doc)), doc
 
 
 def settings_only(home: str | None = None) -> Settings:

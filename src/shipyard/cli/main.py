@@ -7,7 +7,7 @@ import sys
 import typer
 
 from shipyard import __version__
-from shipyard.cli import chat, config_cmd, mock_cmd, models, traces, up
+from shipyard.cli import chat, config_cmd, mock_cmd, registry_cmd, traces, up
 from shipyard.errors import ShipyardError
 
 app = typer.Typer(
@@ -38,8 +38,11 @@ def _root(
 app.command("up")(up.up)
 app.command("chat")(chat.chat)
 app.command("mock-upstream")(mock_cmd.mock_upstream)
+app.command("apply")(registry_cmd.apply_command)
+app.command("export")(registry_cmd.export_command)
 app.add_typer(config_cmd.app, name="config")
-app.add_typer(models.app, name="models")
+for _kind in ("prompt", "model", "route", "provider"):
+    app.add_typer(registry_cmd.make_group(_kind), name=_kind + "s")
 app.add_typer(traces.app, name="traces")
 
 

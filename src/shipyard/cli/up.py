@@ -9,6 +9,7 @@ import typer
 
 from shipyard import __version__
 from shipyard.cli.common import ConfigOpt, HomeOpt, console, resolve
+from shipyard.gateway.api.deps import cli_actor
 from shipyard.settings import BY_NAME
 
 
@@ -54,21 +55,27 @@ def up(
     import uvicorn
 
     from shipyard.gateway.app import create_app
+    from shipyard.gateway.platform import Platform
 
-    settings, loaded = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
+    settings, doc = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    app = create_app(settings, loaded)
-    runtime = app.state.platform.runtime
+    platform = Platform.build(settings, doc, actor=cli_actor(settings))
+    app = create_app(platform)
+    runtime = platform.runtime
     base = f"http://{settings.host}:{settings.port}"
     first_route = next((r for r in runtime.routes.values() if r.kind == "chat"), None)
     console.print(f"[bold]Shipyard {__version__}[/bold] — LLMOps platform")
-    console.print(f"  config   {loaded.source}")
+    if platform.applied is not None:
+        console.print(f"  config   {platform.applied.source}: {platform.applied.summary()}")
+    console.print(f"  registry revision {runtime.revision} (changes apply live: `shipyard apply`, aliases)")
     for r in runtime.routes.values():
         targets = ", ".join(f"{t.label} ({runtime.provider_types[t.provider_name]})" for t in r.targets)
-        console.print(f"  route    [cyan]{r.name}[/cyan] → {targets}")
+        prompts = sorted({t.prompt.ref for t in r.targets if t.prompt})
+        extra = f"  prompt {', '.join(prompts)}" if prompts else ""
+        console.print(f"  route    [cyan]{r.name}[/cyan] v{r.version} → {targets}{extra}")
     for name in runtime.embedding_models:
         console.print(f"  embed    [cyan]{name}[/cyan]")
     console.print(f"  store    {settings.store_url}")

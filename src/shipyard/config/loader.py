@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,7 +38,10 @@ def _fmt_path(path: Path_) -> str:
 
 
 class _Reader:
-    """Builds plain Python data from a YAML node tree, remembering the line of every path."""
+    """Builds plain Python data from a YAML node tree, remembering the line of every path.
+
+    Values are kept as written: ``${ENV}`` references are resolved by :func:`substitute_env`, so
+    the registry can store (and ``export`` can write back) the reference, never the secret."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -53,7 +56,7 @@ class _Reader:
         line = self.lines.get(probe)
         return f"{self.source}:{line}" if line else self.source
 
-    def build(self, node: yaml.Node, path: Path_, environ: Mapping[str, str]) -> Any:
+    def build(self, node: yaml.Node, path: Path_) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -68,29 +71,80 @@ class _Reader:
                         f"(first at line {self.lines.get(kpath)}); keep one"
                     )
                 self.lines[kpath] = knode.start_mark.line + 1
-                out[key] = self.build(vnode, kpath, environ)
+                out[key] = self.build(vnode, kpath)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(v, (*path, i), environ) for i, v in enumerate(node.value)]
-        value = self._scalars.construct_object(node)
-        if isinstance(value, str) and "${" in value:
-            value = self._substitute(value, path, environ)
+            return [self.build(v, (*path, i)) for i, v in enumerate(node.value)]
+        return self._scalars.construct_object(node)
+
+
+def substitute_env(
+    value: Any,
+    environ: Mapping[str, str],
+    where: Callable[[Path_], str],
+    problems: list[str],
+    path: Path_ = (),
+) -> Any:
+    """A copy of ``value`` with every ``${NAME}`` / ``${NAME:-default}`` in strings resolved."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, environ, where, problems, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, environ, where, problems, (*path, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
         return value
 
-    def _substitute(self, value: str, path: Path_, environ: Mapping[str, str]) -> str:
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            self.problems.append(
-                f"{self.where(path)}: {_fmt_path(path)}: environment variable `{name}` is not set; "
-                f"export it, or write `${{{name}:-default}}` to allow it to be missing"
-            )
-            return ""
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"{where(path)}: {_fmt_path(path)}: environment variable `{name}` is not set; "
+            f"export it, or write `${{{name}:-default}}` to allow it to be missing"
+        )
+        return ""
 
-        return _ENV_REF.sub(repl, value)
+    return _ENV_REF.sub(repl, value)
+
+
+@dataclass
+class Document:
+    """A config file as written, with the line of every path in it."""
+
+    source: str
+    raw: dict[str, Any]
+    reader: _Reader
+
+    def where(self, path: Path_) -> str:
+        return self.reader.where(path)
+
+
+def read_document(text: str, source: str = "shipyard.yaml") -> Document:
+    reader = _Reader(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    data = {} if node is None else reader.build(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping with keys like `routes:`")
+    if reader.problems:
+        raise ConfigError(f"{source} has {len(reader.problems)} problem(s):", list(reader.problems))
+    return Document(source, data, reader)
+
+
+@dataclass
+class External:
+    """What exists outside the file being checked (the registry), for `apply`: names that
+    references may point at, and each prompt's aliases and newest version number."""
+
+    providers: set[str] = field(default_factory=set)
+    models: dict[str, str] = field(default_factory=dict)  # name -> kind
+    prompts: dict[str, tuple[set[str], int]] = field(default_factory=dict)  # name -> (aliases, newest)
 
 
 def _hint(err: Mapping[str, Any], model: type[BaseModel] | None) -> str:
@@ -122,7 +176,7 @@ def _model_at(root: type[BaseModel], loc: Path_) -> type[BaseModel] | None:
 
 
 def _validation_problems(
-    exc: ValidationError, reader: _Reader, root: type[BaseModel], prefix: Path_ = ()
+    exc: ValidationError, where: Callable[[Path_], str], root: type[BaseModel], prefix: Path_ = ()
 ) -> list[str]:
     out = []
     for err in exc.errors():
@@ -131,7 +185,7 @@ def _validation_problems(
         msg = err["msg"]
         if err.get("type") == "extra_forbidden":
             msg = f"unknown key `{loc[-1]}`"
-        out.append(f"{reader.where(loc)}: {_fmt_path(loc)}: {msg}" + (f" ({hint})" if hint else ""))
+        out.append(f"{where(loc)}: {_fmt_path(loc)}: {msg}" + (f" ({hint})" if hint else ""))
     return out
 
 
@@ -139,25 +193,31 @@ def parse_config(
     text: str, source: str = "shipyard.yaml", environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     """Parse and fully check a config; raise ConfigError listing every problem found."""
+    doc = read_document(text, source)
+    return validate(doc.raw, source, doc.where, environ)
+
+
+def validate(
+    raw: dict[str, Any],
+    source: str,
+    where: Callable[[Path_], str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    external: External | None = None,
+) -> LoadedConfig:
+    """Resolve ``${ENV}`` references in ``raw`` and check everything: schema, provider options,
+    references between providers, models, routes and prompts, prompt templates."""
     from shipyard.plugins import provider_types
+    from shipyard.registry.prompts import check_templates
 
     env = os.environ if environ is None else environ
-    reader = _Reader(source)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
-    data = {} if node is None else reader.build(node, (), env)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: the top level must be a mapping with keys like `routes:`")
-    problems = list(reader.problems)
+    where = where or (lambda path: source)
+    ext = external or External()
+    problems: list[str] = []
+    data = substitute_env(raw, env, where, problems)
     try:
         cfg = ShipyardConfig.model_validate(data)
     except ValidationError as exc:
-        problems += _validation_problems(exc, reader, ShipyardConfig)
+        problems += _validation_problems(exc, where, ShipyardConfig)
         raise ConfigError(f"{source} has {len(problems)} problem(s):", problems) from None
 
     types = provider_types()
@@ -167,14 +227,14 @@ def parse_config(
         path: Path_ = ("providers", i)
         if p.name in seen:
             problems.append(
-                f"{reader.where((*path, 'name'))}: providers[{i}].name: `{p.name}` is already "
+                f"{where((*path, 'name'))}: providers[{i}].name: `{p.name}` is already "
                 f"used by providers[{seen[p.name]}]; names must be unique"
             )
         seen[p.name] = i
         ptype = types.get(p.type)
         if ptype is None:
             problems.append(
-                f"{reader.where((*path, 'type'))}: providers[{i}].type: unknown provider type "
+                f"{where((*path, 'type'))}: providers[{i}].type: unknown provider type "
                 f"`{p.type}`; known types: {', '.join(sorted(types))}"
             )
             continue
@@ -184,54 +244,108 @@ def parse_config(
             # of the raw values, so a printed config never shows a resolved API key.
             p.__pydantic_extra__ = options[p.name].model_dump(exclude_unset=True)
         except ValidationError as exc:
-            problems += _validation_problems(exc, reader, ptype.options, path)
+            problems += _validation_problems(exc, where, ptype.options, path)
 
-    providers = cfg.provider_by_name()
-    models = cfg.model_by_name()
+    providers = [*cfg.provider_by_name(), *sorted(ext.providers - set(cfg.provider_by_name()))]
+    model_kinds = {
+        **{m.name: m.kind for m in cfg.models},
+        **{n: k for n, k in ext.models.items() if n not in {m.name for m in cfg.models}},
+    }
     seen = {}
     for i, m in enumerate(cfg.models):
         if m.name in seen:
             problems.append(
-                f"{reader.where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
+                f"{where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
                 f"defined at models[{seen[m.name]}]"
             )
         seen[m.name] = i
         if m.provider not in providers:
             problems.append(
-                f"{reader.where(('models', i, 'provider'))}: models[{i}].provider: no provider "
+                f"{where(('models', i, 'provider'))}: models[{i}].provider: no provider "
                 f"named `{m.provider}`; defined providers: {', '.join(providers) or '(none)'}"
             )
+
+    prompts: dict[str, tuple[set[str], int]] = dict(ext.prompts)
+    seen = {}
+    for i, pr in enumerate(cfg.prompts):
+        if pr.name in seen:
+            problems.append(
+                f"{where(('prompts', i, 'name'))}: prompts[{i}].name: `{pr.name}` is already "
+                f"defined at prompts[{seen[pr.name]}]"
+            )
+        seen[pr.name] = i
+        for problem in check_templates([m.model_dump() for m in pr.messages]):
+            index = int(problem.split("]", 1)[0].split("[", 1)[1])
+            problems.append(f"{where(('prompts', i, 'messages', index, 'content'))}: prompts[{i}].{problem}")
+        known_aliases, newest = prompts.get(pr.name, (set(), 0))
+        prompts[pr.name] = (known_aliases | set(pr.aliases) | {"current"}, max(newest, 1))
+
+    def check_prompt_ref(ref: str | None, path: Path_, label: str) -> None:
+        if ref is None:
+            return
+        name, _, version = ref.partition("@")
+        if name not in prompts:
+            problems.append(
+                f"{where(path)}: {label}: no prompt named `{name}`; defined prompts: "
+                f"{', '.join(sorted(prompts)) or '(none)'}"
+            )
+            return
+        aliases, newest = prompts[name]
+        if not version or version in aliases:
+            return
+        number = version[1:] if version.startswith("v") else version
+        if number.isdigit():
+            if not 1 <= int(number) <= newest:
+                problems.append(
+                    f"{where(path)}: {label}: prompt `{name}` has no version {number} (newest: v{newest})"
+                )
+            return
+        problems.append(
+            f"{where(path)}: {label}: prompt `{name}` has no alias `{version}`; aliases: "
+            f"{', '.join(sorted(aliases))} (create it with `shipyard prompts alias set {name} {version} vN`, "
+            "or list it under the prompt's `aliases:`)"
+        )
+
     seen = {}
     for i, r in enumerate(cfg.routes):
         if r.name in seen:
             problems.append(
-                f"{reader.where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
+                f"{where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
                 f"defined at routes[{seen[r.name]}]"
             )
         seen[r.name] = i
+        check_prompt_ref(r.prompt, ("routes", i, "prompt"), f"routes[{i}].prompt")
         kinds = set()
         for group in ("targets", "fallbacks"):
             for j, t in enumerate(getattr(r, group)):
-                model = models.get(t.model)
-                if model is None:
+                kind = model_kinds.get(t.model)
+                check_prompt_ref(
+                    t.prompt, ("routes", i, group, j, "prompt"), f"routes[{i}].{group}[{j}].prompt"
+                )
+                if kind is None:
                     problems.append(
-                        f"{reader.where(('routes', i, group, j, 'model'))}: routes[{i}].{group}[{j}].model: "
+                        f"{where(('routes', i, group, j, 'model'))}: routes[{i}].{group}[{j}].model: "
                         f"route `{r.name}` refers to model `{t.model}`, which is not defined; "
-                        f"defined models: {', '.join(models) or '(none)'}"
+                        f"defined models: {', '.join(model_kinds) or '(none)'}"
                     )
                 else:
-                    kinds.add(model.kind)
+                    kinds.add(kind)
         labels = [t.label for t in r.targets]
         for label in {x for x in labels if labels.count(x) > 1}:
             problems.append(
-                f"{reader.where(('routes', i, 'targets'))}: routes[{i}].targets: two targets are "
+                f"{where(('routes', i, 'targets'))}: routes[{i}].targets: two targets are "
                 f"labelled `{label}`; give each a distinct `name:` so traces and splits can tell "
                 "them apart"
             )
         if len(kinds) > 1:
             problems.append(
-                f"{reader.where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
+                f"{where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
                 "embedding models; a route serves one kind"
+            )
+        if "embedding" in kinds and (r.prompt or any(t.prompt for t in r.targets)):
+            problems.append(
+                f"{where(('routes', i))}: routes[{i}]: route `{r.name}` serves embeddings; "
+                "prompt templates apply to chat routes only"
             )
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problem(s):", problems)
@@ -240,6 +354,42 @@ def parse_config(
 
 def default_config_text() -> str:
     return resources.files("shipyard.config").joinpath(DEFAULT_CONFIG_NAME).read_text("utf-8")
+
+
+def default_document() -> Document:
+    return read_document(default_config_text(), "built-in default config")
+
+
+def find_config(path: str | Path | None) -> Document | None:
+    """The config file to use: ``path``, else ``./shipyard.yaml`` when present, else None."""
+    if path is None:
+        if not Path("shipyard.yaml").is_file():
+            return None
+        path = "shipyard.yaml"
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"config file `{p}` does not exist; check the path given to --config / SHIPYARD_CONFIG"
+        )
+    return read_document(p.read_text("utf-8"), str(p))
+
+
+def settings_section(doc: Document | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The file's `settings:` mapping with `${ENV}` references resolved."""
+    if doc is None or not doc.raw.get("settings"):
+        return {}
+    section = doc.raw["settings"]
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"{doc.where(('settings',))}: `settings:` must be a mapping of setting names to values"
+        )
+    problems: list[str] = []
+    values = substitute_env(
+        section, os.environ if environ is None else environ, doc.where, problems, ("settings",)
+    )
+    if problems:
+        raise ConfigError(f"{doc.source} has {len(problems)} problem(s):", problems)
+    return dict(values)
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> LoadedConfig:

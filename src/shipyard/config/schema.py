@@ -60,6 +60,11 @@ class TargetConfig(Strict):
     retries: int = Field(
         0, ge=0, le=10, description="Extra attempts on retryable errors before falling back."
     )
+    prompt: str | None = Field(
+        None,
+        description="Prompt template this target renders, as `name`, `name@alias` or `name@v3`; "
+        "overrides the route's `prompt` (A/B-test prompt versions with two targets).",
+    )
 
     @property
     def label(self) -> str:
@@ -75,6 +80,12 @@ class RouteConfig(Strict):
     )
     sticky: bool = Field(True, description="Same `user` (or X-Shipyard-Session) → same target.")
     retry_backoff: float = Field(0.05, ge=0, description="First retry delay in seconds; doubles each retry.")
+    prompt: str | None = Field(
+        None,
+        description="Prompt template rendered server-side, as `name`, `name@alias` (e.g. "
+        "`support@production`) or `name@v3`. Clients then send `variables` (and optionally their own "
+        "messages, appended after the template).",
+    )
 
     @field_validator("targets")
     @classmethod
@@ -84,12 +95,54 @@ class RouteConfig(Strict):
         return v
 
 
+class PromptMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str = Field(..., description="Jinja2 template text, e.g. `Hello {{ customer_name }}`.")
+
+
+class PromptConfig(Strict):
+    name: str = Field(..., pattern=NAME_PATTERN, description="How routes refer to it: `name@alias`.")
+    description: str = ""
+    messages: list[PromptMessage] = Field(..., min_length=1)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Default request params (temperature, max_tokens…); the client's win.",
+    )
+    response_schema: dict[str, Any] | None = Field(
+        None,
+        description="JSON schema the answer must follow; sent as `response_format` when the client "
+        "sets none.",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form: owner, ticket, notes…")
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Aliases to create for the version this file defines if they do not exist yet "
+        "(existing aliases are moved only deliberately: `shipyard prompts alias set`).",
+    )
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: list[str]) -> list[str]:
+        import re
+
+        for alias in v:
+            if not re.fullmatch(ALIAS_PATTERN, alias) or re.fullmatch(r"v\d+", alias) or alias == "current":
+                raise ValueError(
+                    f"alias `{alias}` must be letters, digits, `-` or `_`, not `current` and not like `v3`"
+                )
+        return v
+
+
+ALIAS_PATTERN = r"[A-Za-z][A-Za-z0-9_-]{0,63}"
+
+
 class ShipyardConfig(Strict):
     version: Literal[1] = 1
     settings: dict[str, Any] = Field(default_factory=dict)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
+    prompts: list[PromptConfig] = Field(default_factory=list)
 
     def model_by_name(self) -> dict[str, ModelConfig]:
         return {m.name: m for m in self.models}

@@ -6,13 +6,11 @@ Handlers only parse, validate and hand over to :class:`~shipyard.gateway.service
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,69 +22,14 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from shipyard import __version__
-from shipyard.config.loader import LoadedConfig
 from shipyard.errors import PayloadTooLarge, ShipyardError
 from shipyard.gateway import validation
 from shipyard.gateway.api import create_api
-from shipyard.gateway.runtime import Runtime
-from shipyard.gateway.service import Gateway
-from shipyard.settings import Settings
-from shipyard.store.db import Store
+from shipyard.gateway.platform import Platform
 from shipyard.tracing.spans import Trace
-from shipyard.tracing.writer import TraceWriter
 
 log = logging.getLogger("shipyard.gateway")
 JSON = "application/json"
-
-
-@dataclass
-class Platform:
-    """Everything one running Shipyard holds. Built by :func:`create_app`, opened by the lifespan."""
-
-    settings: Settings
-    loaded: LoadedConfig
-    store: Store
-    runtime: Runtime
-    writer: TraceWriter
-    gateway: Gateway
-    started_at: float = field(default_factory=time.time)
-    store_ok: bool = False
-
-    @classmethod
-    def build(cls, settings: Settings, loaded: LoadedConfig) -> Platform:
-        store = Store(settings.store_url)
-        writer = TraceWriter(
-            store,
-            capture=settings.capture_messages,
-            max_chars=settings.capture_max_chars,
-            queue_size=settings.trace_queue_size,
-            batch_size=settings.trace_batch_size,
-            flush_interval=settings.trace_flush_interval,
-        )
-        runtime = Runtime(loaded, default_timeout=settings.default_timeout)
-        gateway = Gateway(runtime, writer, settings.default_timeout)
-        return cls(settings, loaded, store, runtime, writer, gateway)
-
-    async def open(self) -> None:
-        await asyncio.to_thread(self.store.migrate)
-        self.store_ok = True
-        self.writer.start()
-        await self.runtime.start()
-
-    async def close(self) -> None:
-        deadline = time.monotonic() + self.settings.shutdown_timeout
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.gateway.idle.wait(), self.settings.shutdown_timeout)
-        await self.runtime.close()
-        pending = self.writer.pending
-        await asyncio.to_thread(self.writer.close, max(1.0, deadline - time.monotonic()))
-        log.info(
-            "trace writer flushed (%d pending at shutdown, %d written in total, %d dropped)",
-            pending,
-            self.writer.written,
-            self.writer.dropped,
-        )
-        self.store.close()
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -120,10 +63,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
-    platform = Platform.build(settings, loaded)
+def create_app(platform: Platform) -> FastPath:
+    """The ASGI app serving ``platform`` (built with :meth:`Platform.build`)."""
     gw = platform.gateway
-    limit = settings.max_body_bytes
+    limit = platform.settings.max_body_bytes
 
     async def chat_completions(request: Request) -> Response:
         body = validation.parse_json(await _read_body(request, limit))
@@ -172,6 +115,8 @@ def create_app(settings: Settings, loaded: LoadedConfig) -> FastPath:
         body = {
             "status": "ready" if ready else "not ready",
             "store": "ok" if platform.store_ok else "not open",
+            "registry_revision": gw.runtime.revision,
+            "reload_error": platform.reload_error,
             "providers": providers,
             "trace_queue": platform.writer.pending,
         }

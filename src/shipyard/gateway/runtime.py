@@ -8,13 +8,18 @@ import bisect
 import hashlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipyard.config.loader import LoadedConfig
 from shipyard.config.schema import ModelConfig, Pricing, RouteConfig, TargetConfig
-from shipyard.errors import RouteNotFound
+from shipyard.errors import ConfigError, RouteNotFound
 from shipyard.providers.base import Health, Provider
+from shipyard.registry.prompts import Prompt
+
+if TYPE_CHECKING:
+    from shipyard.registry.versions import Registry
 
 log = logging.getLogger("shipyard.gateway")
 
@@ -29,6 +34,8 @@ class Target:
     timeout: float
     retries: int
     weight: float = 1.0
+    model_version: int | None = None
+    prompt: Prompt | None = None
 
     @property
     def provider_model(self) -> str:
@@ -48,6 +55,7 @@ class Route:
     sticky: bool = True
     retry_backoff: float = 0.05
     description: str = ""
+    version: int | None = None
     _cumulative: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -76,22 +84,50 @@ class Route:
         return [first, *(t for t in self.fallbacks if t is not first)]
 
 
-class Runtime:
-    """Providers, routes and embedding models for one config. Swappable as a whole."""
+PromptResolver = Callable[[str], Prompt]
 
-    def __init__(self, loaded: LoadedConfig, default_timeout: float = 120.0) -> None:
+
+class Runtime:
+    """Providers, routes and embedding models for one state of the registry. Swapped as a whole
+    when the registry changes; providers whose spec did not change are carried over (``reuse``),
+    so a reload keeps connection pools warm and the local model loaded."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        default_timeout: float = 120.0,
+        *,
+        versions: dict[tuple[str, str], int] | None = None,
+        provider_hashes: dict[str, str] | None = None,
+        prompts: PromptResolver | None = None,
+        reuse: Runtime | None = None,
+        revision: int = 0,
+    ) -> None:
         from shipyard.plugins import provider_types
 
         cfg = loaded.config
         self.source = loaded.source
+        self.revision = revision
+        self.versions = versions or {}
+        self.provider_hashes = provider_hashes or {}
+        self.active = 0  # requests in flight on this runtime (a retired runtime closes at 0)
         types = provider_types()
         self.providers: dict[str, Provider] = {}
+        self._ready: dict[str, Health] = {}
+        self.reused: set[str] = set()
         for p in cfg.providers:
-            ptype = types[p.type]
-            self.providers[p.name] = ptype.factory(p.name, loaded.provider_options[p.name])
+            digest = self.provider_hashes.get(p.name)
+            if reuse is not None and digest is not None and reuse.provider_hashes.get(p.name) == digest:
+                self.providers[p.name] = reuse.providers[p.name]
+                self._ready[p.name] = reuse.readiness()[p.name]
+                self.reused.add(p.name)
+            else:
+                self.providers[p.name] = types[p.type].factory(p.name, loaded.provider_options[p.name])
         self.provider_types = {p.name: p.type for p in cfg.providers}
         models = cfg.model_by_name()
         self.models = models
+        self._prompts: dict[str, Prompt] = {}
+        self._resolve_prompt = prompts
         self.routes: dict[str, Route] = {}
         for r in cfg.routes:
             self.routes[r.name] = self._route(r, models, default_timeout)
@@ -99,12 +135,27 @@ class Runtime:
         self.embedding_models: dict[str, Route] = {}
         for m in cfg.models:
             if m.kind == "embedding" and m.name not in self.routes:
-                t = self._target(TargetConfig(model=m.name), models, default_timeout)
+                t = self._target(TargetConfig(model=m.name), models, default_timeout, None)
                 self.embedding_models[m.name] = Route(m.name, "embedding", [t], [])
-        self._ready: dict[str, Health] = {}
-        self._start_tasks: list[asyncio.Task[None]] = []
 
-    def _target(self, t: TargetConfig, models: dict[str, ModelConfig], default_timeout: float) -> Target:
+    def _prompt(self, ref: str | None) -> Prompt | None:
+        if ref is None:
+            return None
+        if ref not in self._prompts:
+            if self._resolve_prompt is None:
+                raise ConfigError(
+                    f"prompt `{ref}` is referenced but this runtime has no registry to read it from"
+                )
+            self._prompts[ref] = self._resolve_prompt(ref)
+        return self._prompts[ref]
+
+    def _target(
+        self,
+        t: TargetConfig,
+        models: dict[str, ModelConfig],
+        default_timeout: float,
+        route_prompt: str | None,
+    ) -> Target:
         m = models[t.model]
         return Target(
             label=t.label,
@@ -115,13 +166,24 @@ class Runtime:
             timeout=t.timeout or default_timeout,
             retries=t.retries,
             weight=t.weight,
+            model_version=self.versions.get(("model", m.name)),
+            prompt=self._prompt(t.prompt or route_prompt),
         )
 
     def _route(self, r: RouteConfig, models: dict[str, ModelConfig], default_timeout: float) -> Route:
-        targets = [self._target(t, models, default_timeout) for t in r.targets]
-        fallbacks = [self._target(t, models, default_timeout) for t in r.fallbacks]
+        targets = [self._target(t, models, default_timeout, r.prompt) for t in r.targets]
+        fallbacks = [self._target(t, models, default_timeout, r.prompt) for t in r.fallbacks]
         kind = targets[0].model.kind
-        return Route(r.name, kind, targets, fallbacks, r.sticky, r.retry_backoff, r.description)
+        return Route(
+            r.name,
+            kind,
+            targets,
+            fallbacks,
+            r.sticky,
+            r.retry_backoff,
+            r.description,
+            self.versions.get(("route", r.name)),
+        )
 
     def resolve(self, name: Any, kind: str) -> Route:
         route = self.routes.get(name) if isinstance(name, str) else None
@@ -146,8 +208,9 @@ class Runtime:
         return route
 
     async def start(self) -> None:
-        """Start every provider; failures are recorded (see ``readiness``) rather than fatal, so the
-        gateway still serves routes whose providers did start."""
+        """Start every provider not carried over from the previous runtime; failures are recorded
+        (see ``readiness``) rather than fatal, so the gateway still serves routes whose providers
+        did start."""
 
         async def one(name: str, p: Provider) -> None:
             try:
@@ -157,13 +220,17 @@ class Runtime:
                 log.error("provider `%s` failed to start: %s", name, exc)
                 self._ready[name] = Health(False, f"failed to start: {exc}")
 
-        await asyncio.gather(*(one(n, p) for n, p in self.providers.items()))
+        await asyncio.gather(*(one(n, p) for n, p in self.providers.items() if n not in self.reused))
 
     def readiness(self) -> dict[str, Health]:
         return {n: self._ready.get(n, Health(False, "starting")) for n in self.providers}
 
-    async def close(self) -> None:
+    async def close(self, keep: Runtime | None = None) -> None:
+        """Close the providers; those the runtime ``keep`` carried over stay open."""
+        kept = {id(p) for p in keep.providers.values()} if keep is not None else set()
         for name, p in self.providers.items():
+            if id(p) in kept:
+                continue
             try:
                 await p.close()
             except Exception as exc:
@@ -181,9 +248,11 @@ class Runtime:
                     "shipyard": {
                         "type": "route",
                         "kind": r.kind,
+                        "version": r.version,
                         "description": r.description,
                         "targets": [t.label for t in r.targets],
                         "fallbacks": [t.label for t in r.fallbacks],
+                        "prompts": sorted({t.prompt.ref for t in (*r.targets, *r.fallbacks) if t.prompt}),
                     },
                 }
             )
@@ -198,3 +267,28 @@ class Runtime:
                 }
             )
         return out
+
+
+def build_runtime(registry: Registry, default_timeout: float, reuse: Runtime | None = None) -> Runtime:
+    """A runtime for the registry's current state (blocking: reads the store)."""
+    from shipyard.config.apply import runtime_config
+    from shipyard.registry.versions import content_hash
+
+    snapshot = registry.snapshot()
+    loaded = runtime_config(snapshot)
+    versions = {key: number for key, (number, _, _) in snapshot.current.items()}
+    hashes = {name: content_hash("provider", spec) for name, _, _, spec in snapshot.of_kind("provider")}
+
+    def resolve(ref: str) -> Prompt:
+        v = registry.get_ref("prompt", ref)
+        return Prompt.from_spec(v.name, v.version, v.hash, v.spec)
+
+    return Runtime(
+        loaded,
+        default_timeout,
+        versions=versions,
+        provider_hashes=hashes,
+        prompts=resolve,
+        reuse=reuse,
+        revision=snapshot.revision,
+    )

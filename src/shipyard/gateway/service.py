@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shipyard.errors import ProviderError, ProviderTimeout, ShipyardError
+from shipyard.errors import InvalidRequest, ProviderError, ProviderTimeout, ShipyardError
 from shipyard.gateway.runtime import Route, Runtime, Target
 from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, Usage
 from shipyard.tracing import semconv as sc
@@ -48,12 +48,14 @@ class Gateway:
         self.idle = asyncio.Event()  # set whenever no request is in flight (shutdown waits on it)
         self.idle.set()
 
-    def _enter(self) -> None:
+    def _enter(self, runtime: Runtime) -> None:
         self.in_flight += 1
+        runtime.active += 1
         self.idle.clear()
 
-    def _leave(self) -> None:
+    def _leave(self, runtime: Runtime) -> None:
         self.in_flight -= 1
+        runtime.active -= 1
         if not self.in_flight:
             self.idle.set()
 
@@ -69,7 +71,13 @@ class Gateway:
 
     def _begin(self, op: str, route: Route, body: dict[str, Any], key: str | None) -> tuple[Trace, Span]:
         operation = OPERATIONS[op]
-        trace = Trace(operation=operation, route=route.name, stream=bool(body.get("stream")), user_id=key)
+        trace = Trace(
+            operation=operation,
+            route=route.name,
+            stream=bool(body.get("stream")),
+            user_id=key,
+            route_version=route.version,
+        )
         if op == "chat":
             trace.input = body.get("messages")
         elif op == "completion":
@@ -90,12 +98,35 @@ class Gateway:
                 root.attributes[attr] = body[param]
         return trace, root
 
-    def _call(self, target: Target, body: dict[str, Any], key: str | None) -> Call:
-        merged = (
-            {**target.model.params, **body, **target.params}
-            if (target.model.params or target.params)
-            else dict(body)
-        )
+    def _call(self, op: str, target: Target, body: dict[str, Any], key: str | None, trace: Trace) -> Call:
+        """The body this target gets: the model's defaults < the prompt's params < the client's
+        < the target's params; on prompt routes, the rendered template before the client's messages."""
+        prompt = target.prompt if op == "chat" else None
+        if prompt is not None:
+            variables = body.get("variables") or {}
+            messages = prompt.render(variables) + list(body.get("messages") or [])
+            defaults = {**target.model.params, **prompt.params}
+            if prompt.response_schema is not None and "response_format" not in body:
+                defaults["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": prompt.name, "schema": prompt.response_schema},
+                }
+            merged = {**defaults, **body, **target.params, "messages": messages}
+            trace.input = messages
+            trace.prompt, trace.prompt_version = prompt.name, prompt.version
+            if variables:
+                trace.attributes["shipyard.variables"] = variables
+        elif op == "chat" and body.get("messages") is None:
+            raise InvalidRequest(
+                '`messages` is required: an array like [{"role": "user", "content": "Hi"}] '
+                f"(route `{trace.route}` has no prompt template, so `variables` alone are not enough)",
+                param="messages",
+            )
+        elif target.model.params or target.params:
+            merged = {**target.model.params, **body, **target.params}
+        else:
+            merged = dict(body)
+        merged.pop("variables", None)  # Shipyard's own field: never sent upstream
         merged["model"] = target.provider_model
         return Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
 
@@ -126,6 +157,7 @@ class Gateway:
         trace.target = target.label
         trace.provider = target.provider_name
         trace.model = model
+        trace.model_version = target.model_version
         trace.input_tokens = usage.input_tokens
         trace.output_tokens = usage.output_tokens
         trace.cost_usd = target.pricing.cost(usage.input_tokens, usage.output_tokens)
@@ -182,10 +214,11 @@ class Gateway:
     ) -> Answer:
         """Answer a non-streamed chat/completion/embeddings request (``op``)."""
         kind = "embedding" if op == "embeddings" else "chat"
-        route = self.runtime.resolve(body.get("model"), kind)
+        runtime = self.runtime
+        route = runtime.resolve(body.get("model"), kind)
         key = self.sticky_key(body, headers)
         trace, root = self._begin(op, route, body, key)
-        self._enter()
+        self._enter(runtime)
         try:
             plan = self._resolve_span(trace, root, route, key)
             result = await self._try_targets(op, route, plan, body, key, trace, root)
@@ -196,7 +229,7 @@ class Gateway:
             self._finish(trace, root, ClientGone("client disconnected"), 499)
             raise exc
         finally:
-            self._leave()
+            self._leave(runtime)
         trace.ttft_ms = trace.latency_ms
         if isinstance(result, Embeddings):
             trace.output = None
@@ -226,7 +259,7 @@ class Gateway:
                     await self._backoff(route, retry - 1, last)
                 n += 1
                 trace.attempts = n
-                call = self._call(target, body, key)
+                call = self._call(op, target, body, key, trace)
                 span = self._attempt_span(trace, root, op, target, n, call)
                 provider = target.provider
                 try:
@@ -266,10 +299,11 @@ class Gateway:
         """Start a streamed answer. Targets are tried until one produces its first chunk, so any
         failure before the first byte is still an HTTP error (and can fall back); after that the
         stream belongs to the target that started it."""
-        route = self.runtime.resolve(body.get("model"), "chat")
+        runtime = self.runtime
+        route = runtime.resolve(body.get("model"), "chat")
         key = self.sticky_key(body, headers)
         trace, root = self._begin(op, route, body, key)
-        self._enter()
+        self._enter(runtime)
         try:
             plan = self._resolve_span(trace, root, route, key)
             last: ProviderError | None = None
@@ -281,7 +315,7 @@ class Gateway:
                         await self._backoff(route, retry - 1, last)
                     n += 1
                     trace.attempts = n
-                    call = self._call(target, body, key)
+                    call = self._call(op, target, body, key, trace)
                     span = self._attempt_span(trace, root, op, target, n, call)
                     it = (
                         target.provider.stream_chat(call)
@@ -314,19 +348,20 @@ class Gateway:
                         self._fail_span(span, exc)
                         raise
                     trace.target, trace.provider = target.label, target.provider_name
-                    return self._relay(trace, root, span, target, it, first), trace
+                    return self._relay(runtime, trace, root, span, target, it, first), trace
             raise _exhausted(route, n, last)
         except ShipyardError as exc:
-            self._leave()
+            self._leave(runtime)
             self._finish(trace, root, exc, exc.status)
             raise
         except BaseException as exc:
-            self._leave()
+            self._leave(runtime)
             self._finish(trace, root, ClientGone(f"stream setup aborted: {type(exc).__name__}"), 499)
             raise
 
     async def _relay(
         self,
+        runtime: Runtime,
         trace: Trace,
         root: Span,
         span: Span,
@@ -373,7 +408,7 @@ class Gateway:
             error, status = exc, 502
             yield _sse_error(ShipyardError(f"stream from target `{target.label}` failed: {exc}"))
         finally:
-            self._leave()
+            self._leave(runtime)
             trace.output = "".join(texts)
             if trace.ttft_ms is None and texts:
                 trace.ttft_ms = trace.latency_ms

@@ -99,12 +99,15 @@ def _common(body: dict[str, Any]) -> str:
 
 
 def validate_chat(body: dict[str, Any]) -> str:
+    """Check a chat request. `messages` may be missing here: a route with a prompt template can
+    build them from `variables` (the service raises the 400 when it cannot)."""
     model = _common(body)
+    variables = body.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise _bad("variables", 'an object of template variables, like {"customer_name": "Ada"}', variables)
     messages = body.get("messages")
     if messages is None:
-        raise InvalidRequest(
-            '`messages` is required: an array like [{"role": "user", "content": "Hi"}]', param="messages"
-        )
+        return model
     if not isinstance(messages, list):
         raise _bad("messages", "an array of message objects", messages)
     if not messages:

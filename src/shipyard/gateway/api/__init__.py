@@ -10,13 +10,16 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
 
 
-def _error(status: int, message: str, type_: str, param: str | None = None) -> Response:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
+def _error(
+    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -38,7 +41,18 @@ def create_api(platform: Any) -> FastAPI:
     @api.exception_handler(ShipyardError)
     async def on_shipyard_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ShipyardError)
-        return _error(exc.status, exc.message, exc.type, exc.param)
+        # str() carries a ConfigError's list of problems
+        return _error(exc.status, str(exc), exc.type, exc.param, exc.code)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = str(exc.detail)
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"no endpoint at {request.method} {request.url.path}; see /api/openapi.json for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return _error(exc.status_code, message, "invalid_request_error")
 
     @api.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: Exception) -> Response:

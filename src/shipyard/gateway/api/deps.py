@@ -18,11 +18,11 @@ def platform(request: Request) -> Any:
 
 
 def store(request: Request) -> Store:
-    return platform(request).store  # type: ignore[no-any-return]
+    return platform(request).store
 
 
 def settings(request: Request) -> Settings:
-    return platform(request).settings  # type: ignore[no-any-return]
+    return platform(request).settings
 
 
 def actor(request: Request) -> str:

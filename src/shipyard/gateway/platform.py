@@ -1,0 +1,148 @@
+"""One running Shipyard: store, registry, trace writer, and the gateway serving the registry's
+current routes — reloaded, without a restart, whenever the registry changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from shipyard.config.apply import Plan, apply
+from shipyard.config.loader import Document, default_document
+from shipyard.errors import ConfigError
+from shipyard.gateway.runtime import Runtime, build_runtime
+from shipyard.gateway.service import Gateway
+from shipyard.registry.versions import Registry
+from shipyard.settings import Settings
+from shipyard.store.db import Store
+from shipyard.tracing.writer import TraceWriter
+
+log = logging.getLogger("shipyard.gateway")
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    store: Store
+    registry: Registry
+    writer: TraceWriter
+    gateway: Gateway
+    document: Document | None = None
+    applied: Plan | None = None
+    started_at: float = field(default_factory=time.time)
+    store_ok: bool = False
+    reload_error: str | None = None
+    _retired: list[Runtime] = field(default_factory=list)
+    _watcher: asyncio.Task[None] | None = None
+    _failed_revision: int | None = None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, document: Document | None = None, actor: str = "shipyard up"
+    ) -> Platform:
+        """Open the store, apply ``document`` (or, on an empty registry, the built-in default) and
+        build the runtime. Blocking; raises ConfigError before anything is served."""
+        store = Store(settings.store_url)
+        store.migrate()
+        registry = Registry(store)
+        applied = None
+        if document is not None:
+            applied = apply(registry, document, actor=actor)
+        elif registry.snapshot().is_empty():
+            applied = apply(registry, default_document(), actor=actor)
+        runtime = build_runtime(registry, settings.default_timeout)
+        writer = TraceWriter(
+            store,
+            capture=settings.capture_messages,
+            max_chars=settings.capture_max_chars,
+            queue_size=settings.trace_queue_size,
+            batch_size=settings.trace_batch_size,
+            flush_interval=settings.trace_flush_interval,
+        )
+        gateway = Gateway(runtime, writer, settings.default_timeout)
+        platform = cls(settings, store, registry, writer, gateway, document, applied)
+        platform.store_ok = True
+        return platform
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.gateway.runtime
+
+    async def open(self) -> None:
+        self.writer.start()
+        await self.runtime.start()
+        self._watcher = asyncio.create_task(self._watch(), name="shipyard-registry-watch")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            try:
+                revision = await asyncio.to_thread(self.registry.revision)
+                if revision != self.runtime.revision and revision != self._failed_revision:
+                    await self.reload()
+                await self._close_retired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("registry watch failed; will retry")
+
+    async def reload(self) -> Runtime:
+        """Serve the registry's current state: build a runtime (keeping unchanged providers),
+        start its new providers, swap it in. The old runtime finishes its requests first."""
+        old = self.runtime
+        try:
+            runtime = await asyncio.to_thread(
+                build_runtime, self.registry, self.settings.default_timeout, old
+            )
+        except ConfigError as exc:
+            self._failed_revision = await asyncio.to_thread(self.registry.revision)
+            self.reload_error = str(exc)
+            log.error(
+                "registry revision %s cannot be served; still serving revision %s: %s",
+                self._failed_revision,
+                old.revision,
+                exc,
+            )
+            raise
+        await runtime.start()
+        self.gateway.runtime = runtime
+        self.reload_error = None
+        self._failed_revision = None
+        self._retired.append(old)
+        changed = [n for n in runtime.providers if n not in runtime.reused]
+        log.info(
+            "serving registry revision %d (was %d); providers (re)started: %s",
+            runtime.revision,
+            old.revision,
+            ", ".join(changed) or "none",
+        )
+        return runtime
+
+    async def _close_retired(self) -> None:
+        for old in list(self._retired):
+            if old.active == 0:
+                self._retired.remove(old)
+                await old.close(keep=self.runtime)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.gateway.idle.wait(), self.settings.shutdown_timeout)
+        for old in self._retired:
+            await old.close(keep=self.runtime)
+        await self.runtime.close()
+        pending = self.writer.pending
+        await asyncio.to_thread(self.writer.close, max(1.0, deadline - time.monotonic()))
+        log.info(
+            "trace writer flushed (%d pending at shutdown, %d written in total, %d dropped)",
+            pending,
+            self.writer.written,
+            self.writer.dropped,
+        )
+        self.store.close()
