@@ -205,6 +205,8 @@ def test_trace_names_prompt_model_and_route_versions(shipyard_server: Any, tmp_p
         time.sleep(0.1)
     t = wait_trace(server.store_url(), r.headers["x-shipyard-trace-id"])
     assert (t["model_version"], t["route_version"], t["prompt_version"]) == (2, 1, 1)
+    # Only the model config changed: the provider instance was kept, not restarted.
+    assert "providers (re)started: none" in server.log()
 
 
 def test_client_messages_follow_the_template_and_missing_variables_are_named(shipyard_server: Any) -> None:
@@ -216,6 +218,11 @@ def test_client_messages_follow_the_template_and_missing_variables_are_named(shi
         extra_body={"variables": {"company": "Acme", "question": "first"}},
     )
     assert reply.choices[0].message.content == "and one more thing"  # echo of the last user message
+    # The SDK needs a `messages` argument: an empty list means "only the template".
+    only_template = client.chat.completions.create(
+        model="support", messages=[], extra_body={"variables": {"company": "Acme", "question": "status?"}}
+    )
+    assert only_template.choices[0].message.content == "v1 answer to: status?"
     r = httpx.post(
         server.url + "/v1/chat/completions", json={"model": "support", "variables": {"company": "A"}}
     )

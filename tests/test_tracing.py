@@ -35,10 +35,16 @@ def test_chat_stream_completion_and_embedding_traces(shipyard_server: Any) -> No
     client = server.openai()
 
     raw = client.chat.completions.with_raw_response.create(
-        model="default", messages=MSG, max_tokens=8, temperature=0.3, user="u-1"
+        model="default",
+        messages=MSG,
+        max_tokens=8,
+        temperature=0.3,
+        user="u-1",
+        extra_headers={"X-Shipyard-Tags": "beta, eu"},
     )
     reply = raw.parse()
     t = wait_trace(server.store_url(), raw.headers["x-shipyard-trace-id"])
+    assert t["tags"] == ["beta", "eu"]
     assert (t["input_tokens"], t["output_tokens"]) == (
         reply.usage.prompt_tokens,
         reply.usage.completion_tokens,

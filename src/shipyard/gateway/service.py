@@ -29,6 +29,7 @@ log = logging.getLogger("shipyard.gateway")
 
 OPERATIONS = {"chat": "chat", "completion": "text_completion", "embeddings": "embeddings"}
 SESSION_HEADER = "x-shipyard-session"
+TAGS_HEADER = "x-shipyard-tags"  # comma-separated labels stored on the trace (filters, datasets)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,9 @@ class Gateway:
         user = body.get("user")
         return user if isinstance(user, str) and user else None
 
-    def _begin(self, op: str, route: Route, body: dict[str, Any], key: str | None) -> tuple[Trace, Span]:
+    def _begin(
+        self, op: str, route: Route, body: dict[str, Any], key: str | None, headers: Mapping[str, str] | None
+    ) -> tuple[Trace, Span]:
         operation = OPERATIONS[op]
         trace = Trace(
             operation=operation,
@@ -78,6 +81,8 @@ class Gateway:
             user_id=key,
             route_version=route.version,
         )
+        if headers is not None and (raw_tags := headers.get(TAGS_HEADER)):
+            trace.tags = [t.strip() for t in raw_tags.split(",") if t.strip()][:32]
         if op == "chat":
             trace.input = body.get("messages")
         elif op == "completion":
@@ -116,10 +121,11 @@ class Gateway:
             trace.prompt, trace.prompt_version = prompt.name, prompt.version
             if variables:
                 trace.attributes["shipyard.variables"] = variables
-        elif op == "chat" and body.get("messages") is None:
+        elif op == "chat" and not body.get("messages"):
+            what = "is required" if body.get("messages") is None else "must contain at least one message"
             raise InvalidRequest(
-                '`messages` is required: an array like [{"role": "user", "content": "Hi"}] '
-                f"(route `{trace.route}` has no prompt template, so `variables` alone are not enough)",
+                f"`messages` {what}: an array like [{{\"role\": \"user\", \"content\": \"Hi\"}}] "
+                f"(route `{trace.route}` has no prompt template to build them from `variables`)",
                 param="messages",
             )
         elif target.model.params or target.params:
@@ -217,7 +223,7 @@ class Gateway:
         runtime = self.runtime
         route = runtime.resolve(body.get("model"), kind)
         key = self.sticky_key(body, headers)
-        trace, root = self._begin(op, route, body, key)
+        trace, root = self._begin(op, route, body, key, headers)
         self._enter(runtime)
         try:
             plan = self._resolve_span(trace, root, route, key)
@@ -302,7 +308,7 @@ class Gateway:
         runtime = self.runtime
         route = runtime.resolve(body.get("model"), "chat")
         key = self.sticky_key(body, headers)
-        trace, root = self._begin(op, route, body, key)
+        trace, root = self._begin(op, route, body, key, headers)
         self._enter(runtime)
         try:
             plan = self._resolve_span(trace, root, route, key)

@@ -110,8 +110,6 @@ def validate_chat(body: dict[str, Any]) -> str:
         return model
     if not isinstance(messages, list):
         raise _bad("messages", "an array of message objects", messages)
-    if not messages:
-        raise InvalidRequest("`messages` must contain at least one message", param="messages")
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
