@@ -124,7 +124,7 @@ class Gateway:
         elif op == "chat" and not body.get("messages"):
             what = "is required" if body.get("messages") is None else "must contain at least one message"
             raise InvalidRequest(
-                f"`messages` {what}: an array like [{{\"role\": \"user\", \"content\": \"Hi\"}}] "
+                f'`messages` {what}: an array like [{{"role": "user", "content": "Hi"}}] '
                 f"(route `{trace.route}` has no prompt template to build them from `variables`)",
                 param="messages",
             )

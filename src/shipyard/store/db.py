@@ -16,6 +16,14 @@ from sqlalchemy.engine import Engine
 from shipyard.errors import StoreError
 
 
+def _json_loads(value: Any) -> Any:
+    """SQLite gives a column declared JSON numeric affinity: a bare number stored as JSON text (an
+    `expected` of 42) comes back as a number, which is already the decoded value."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
+
+
 def _json_dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
 
@@ -26,7 +34,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
         if self.is_sqlite:
             db_path = url.split("///", 1)[-1]
             if db_path and db_path != ":memory:":

@@ -1,0 +1,261 @@
+"""A small, offline PII scrub: e-mail addresses, phone numbers, credit-card numbers and IBANs.
+
+Everything here is regular expressions plus checksums, so it runs anywhere with no model and no
+network. It is deliberately conservative with digits: a scrub that eats years, prices, dates, order
+numbers and postcodes makes datasets useless, so
+
+- credit-card numbers must pass the Luhn check and IBANs the ISO 13616 mod-97 check;
+- a phone number needs the shape of one (separated digit groups, a `+` country code, brackets
+  around an area code), or, as a bare run of 10–11 digits, a phone word such as "call" or "tel"
+  right before it; dates, IP addresses and runs of years are left alone.
+
+Each finding becomes a typed placeholder (``<EMAIL>``, ``<PHONE>``, ``<CREDIT_CARD>``, ``<IBAN>``)
+so that a scrubbed example still reads naturally and an eval can tell what was there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+EMAIL = "EMAIL"
+PHONE = "PHONE"
+CREDIT_CARD = "CREDIT_CARD"
+IBAN = "IBAN"
+KINDS: tuple[str, ...] = (EMAIL, IBAN, CREDIT_CARD, PHONE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of PII: its kind and where it is (``text[start:end]``)."""
+
+    kind: str
+    start: int
+    end: int
+    text: str
+
+
+# -- e-mail -----------------------------------------------------------------------------------------
+_EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])"
+    r"[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
+    r"@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
+    r"(?![\w-])"
+)
+
+# -- IBAN -------------------------------------------------------------------------------------------
+# Country code, two check digits, then 11–30 letters/digits, optionally printed in groups of four.
+_IBAN_RE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?(?![A-Za-z0-9])",
+)
+
+
+def _find_ibans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _IBAN_RE.finditer(text):
+        candidate = m.group(0)
+        # The last space-separated group may be the next word ("… 7006 to other bank"): drop
+        # trailing groups until the checksum holds.
+        while True:
+            if iban_ok(candidate):
+                yield m.start(), m.start() + len(candidate)
+                break
+            if " " not in candidate:
+                break
+            candidate = candidate.rsplit(" ", 1)[0]
+
+
+def iban_ok(candidate: str) -> bool:
+    """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 == 1."""
+    s = candidate.replace(" ", "").upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
+        return False
+    digits = "".join(str(int(ch, 36)) for ch in s[4:] + s[:4])
+    return int(digits) % 97 == 1
+
+
+# -- credit cards -----------------------------------------------------------------------------------
+# 12–19 digits, optionally in groups separated by single spaces or hyphens (4-4-4-4, 4-6-5, …).
+_CARD_RE = re.compile(r"(?<![\w+.,-])\d(?:[ -]?\d){11,18}(?![\w.,]?\d)(?!-\d)")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card_ok(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    if not 12 <= len(digits) <= 19 or len(set(digits)) == 1:
+        return False
+    groups = re.split(r"[ -]", candidate)
+    # Printed cards group their digits in blocks of 4 (Amex 4-6-5, Diners 4-6-4); a run split any
+    # other way (3-3-4…) is a phone number or a reference, not a card.
+    if len(groups) > 1 and not (
+        all(len(g) == 4 for g in groups[:-1]) or [len(g) for g in groups[:2]] == [4, 6]
+    ):
+        return False
+    return luhn_ok(digits)
+
+
+# -- phone numbers ----------------------------------------------------------------------------------
+# Digit groups joined by one separator (space, hyphen, dot), optionally led by a `+` country code,
+# a bracketed area code or the "(0)" trunk marker, and optionally followed by an extension (x123,
+# ext. 123). Newlines never join groups: in addresses and forms a postcode is often on the line
+# just above a phone number. Which shapes count is decided in `_phone_ok`.
+_SEP = r"(?:[ \t]?[-.][ \t]?|[ \t])"
+_PHONE_RE = re.compile(
+    r"(?<![\w+/.:-])(?<!\d,)"
+    r"(?P<number>"
+    r"(?:\+[ \t]?\d{1,3}(?:[ \t]?\(0\))?" + _SEP + r"?)?"  # +44, +41 (0)
+    r"(?:\(\d{1,5}\)[ \t]?)?"  # (415), (0)20, (08)
+    r"\d{1,12}(?:" + _SEP + r"\(?\d{1,12}\)?)*"
+    r")"
+    r"(?P<ext>[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
+    r"(?![\w.,:]?\d)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+# Words that announce a phone number ("call me on", "Phone:", "my number is") or label one
+# ("… office", "… fax"). Shapes that are as often something else — two digit groups, a bare run —
+# count only next to one of these.
+_PHONE_BEFORE = re.compile(
+    r"(?:\b(?:phone|tel|telephone|mobile|mob|cell|cellphone|fax|call|calls|called|text|sms|whatsapp|"
+    r"contact|number|reach|dial|ring|landline|hotline)\b[^\w\n]{0,3}"
+    r"(?:(?:me|us|him|her|them|at|on|is|to|via|number|no|nr|was|directly)\b[^\w\n]{0,3}){0,3}"
+    # Labels in a form or a signature ("Desk: …"); without the colon "office is at …" is an address.
+    r"|\b(?:desk|office|home|work|direct)\s*:\s*)$",
+    re.IGNORECASE,
+)
+_PHONE_AFTER = re.compile(
+    r"^[^\w\n]{0,3}(?:office|fax|mobile|cell|home|work|desk|landline|phone|tel)\b", re.IGNORECASE
+)
+_DATE_RE = re.compile(
+    r"^(?:(?:19|20)\d\d[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])"
+    r"|(?:0?[1-9]|[12]\d|3[01])[-./](?:0?[1-9]|1[0-2])[-./](?:19|20)\d\d"
+    r"|(?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])[-./](?:19|20)\d\d)$"
+)
+_IPV4_RE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_SSN_RE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+_US_TRUNK_RE = re.compile(r"^1[-. ]\d{3}[-. ]\d{3}[-. ]\d{4}$")
+_YEAR_RE = re.compile(r"^(?:1[89]|20)\d\d$")
+_CURRENCY_BEFORE = re.compile(r"(?:[$€£¥₹]|\b(?:USD|EUR|GBP|CHF|JPY))\s*$", re.IGNORECASE)
+_CURRENCY_AFTER = re.compile(
+    r"^\s*(?:[$€£¥₹%]|(?:USD|EUR|GBP|CHF|JPY|dollars|euros|pounds)\b)", re.IGNORECASE
+)
+
+
+def _phone_ok(text: str, m: re.Match[str]) -> bool:
+    number = m.group("number")
+    digits = re.sub(r"\D", "", number)
+    n = len(digits)
+    if not 7 <= n <= 15:
+        return False
+    before = text[max(0, m.start() - 40) : m.start()]
+    after = text[m.end() : m.end() + 16]
+    if _CURRENCY_BEFORE.search(before) or _CURRENCY_AFTER.match(after):
+        return False
+    if _DATE_RE.match(number) or _IPV4_RE.match(number) or _SSN_RE.match(number):
+        return False
+    groups = re.findall(r"\d+", number)
+    if len(groups) > 1 and all(_YEAR_RE.match(g) for g in groups):
+        return False  # "1999 2004": years
+    context = bool(_PHONE_BEFORE.search(before) or _PHONE_AFTER.match(after)) or m.group("ext") is not None
+    if number.startswith("+") or (number.startswith("00") and n >= 10):
+        return n >= 8
+    if "(" in number:
+        return True
+    if len(groups) == 1:
+        # A bare run is as likely an order number, an account or a timestamp.
+        return 10 <= n <= 11 and context
+    if len(groups[0]) == 1:
+        # "1 200 000" is an amount; "1-800-555-0199" a US number with its trunk prefix.
+        return bool(_US_TRUNK_RE.match(number))
+    if max(len(g) for g in groups) > 8 or min(len(g) for g in groups[1:]) == 1:
+        return False  # "978-3-16-148410-0": an ISBN, a part number
+    if len(groups) == 2:
+        if groups[0].startswith("0") and n >= 10:
+            return True  # trunk prefix + subscriber number: "0341 8387176", "0961-7596216"
+        if re.match(r"^\d{3}-\d{4}$", number):
+            return True  # US local number
+        # "370 3911 Fourth Avenue", "17151 2450": house numbers and postcodes look the same.
+        return context
+    if all(len(g) <= 2 for g in groups) and n < 10 and " " in number and not re.search(r"[-.]", number):
+        return context  # "sizes 10 12 14 16"
+    return True
+
+
+# -- detection and replacement ----------------------------------------------------------------------
+def _regex_finder(pattern: re.Pattern[str], check: Callable[[str, re.Match[str]], bool]) -> _Finder:
+    def find(text: str) -> Iterator[tuple[int, int]]:
+        for m in pattern.finditer(text):
+            if check(text, m):
+                yield m.start(), m.end()
+
+    return find
+
+
+_Finder = Callable[[str], Iterable[tuple[int, int]]]
+_DETECTORS: tuple[tuple[str, _Finder], ...] = (
+    (EMAIL, _regex_finder(_EMAIL_RE, lambda _text, _m: True)),
+    (IBAN, _find_ibans),
+    (CREDIT_CARD, _regex_finder(_CARD_RE, lambda _text, m: _card_ok(m.group(0)))),
+    (PHONE, _regex_finder(_PHONE_RE, _phone_ok)),
+)
+
+
+def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Finding]:
+    """Every finding in ``text``, in order, without overlaps.
+
+    Detectors run in a fixed priority (e-mail, IBAN, card, phone) and a later one never claims
+    characters an earlier one took: a card number is not also reported as a phone number.
+    """
+    wanted = set(kinds)
+    unknown = wanted - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
+    taken: list[Finding] = []
+    for kind, finder in _DETECTORS:
+        if kind not in wanted:
+            continue
+        for start, end in finder(text):
+            if not any(start < f.end and f.start < end for f in taken):
+                taken.append(Finding(kind, start, end, text[start:end]))
+    return sorted(taken, key=lambda f: f.start)
+
+
+def scrub_text(text: str, kinds: Iterable[str] = KINDS) -> str:
+    """``text`` with each finding replaced by its placeholder, e.g. ``<EMAIL>``."""
+    findings = find_pii(text, kinds)
+    if not findings:
+        return text
+    out: list[str] = []
+    pos = 0
+    for f in findings:
+        out.append(text[pos : f.start])
+        out.append(f"<{f.kind}>")
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def scrub(value: Any, kinds: Iterable[str] = KINDS) -> Any:
+    """Scrub every string inside a JSON value (dicts, lists, strings); other values are kept.
+
+    Dict keys are left alone: in chat messages and template variables they are field names
+    (``role``, ``content``, ``customer_email``), not data.
+    """
+    kinds = tuple(kinds)
+    if isinstance(value, str):
+        return scrub_text(value, kinds)
+    if isinstance(value, dict):
+        return {k: scrub(v, kinds) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, kinds) for v in value]
+    return value
