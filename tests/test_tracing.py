@@ -146,7 +146,7 @@ def test_capture_truncated_and_none(shipyard_server: Any) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_shutdown_with_requests_in_flight_loses_no_trace(shipyard_server: Any, sig: int) -> None:
-    config = CONFIG.replace("latency_ms: 20, tokens_per_s: 200", "latency_ms: 400")
+    config = CONFIG.replace("latency_ms: 20, tokens_per_s: 200", "latency_ms: 1500")
     server = shipyard_server(config)
 
     async def fire() -> list[int]:
@@ -159,7 +159,10 @@ def test_shutdown_with_requests_in_flight_loses_no_trace(shipyard_server: Any, s
                 return r.status_code
 
             tasks = [asyncio.create_task(one(i)) for i in range(60)]
-            await asyncio.sleep(0.2)  # all 60 are now waiting on the provider
+            async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
+                # Signal only once all 60 are inside the gateway, waiting on the provider.
+                while (await probe.get("/readyz")).json()["in_flight"] < 60:
+                    await asyncio.sleep(0.02)
             server.proc.send_signal(sig)
             return await asyncio.gather(*tasks)
 

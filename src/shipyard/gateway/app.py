@@ -119,6 +119,7 @@ def create_app(platform: Platform) -> FastPath:
             "reload_error": platform.reload_error,
             "providers": providers,
             "trace_queue": platform.writer.pending,
+            "in_flight": gw.in_flight,
         }
         return _json(body, 200 if ready else 503)
 
