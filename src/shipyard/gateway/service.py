@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 import struct
@@ -269,7 +270,7 @@ class Gateway:
                 span = self._attempt_span(trace, root, op, target, n, call)
                 provider = target.provider
                 try:
-                    async with asyncio.timeout(target.timeout):
+                    async with _deadline(target):
                         if op == "chat":
                             result: Completion | Embeddings = await provider.chat(call)
                         elif op == "completion":
@@ -329,7 +330,7 @@ class Gateway:
                         else target.provider.stream_complete(call)
                     )
                     try:
-                        async with asyncio.timeout(target.timeout):
+                        async with _deadline(target):
                             first = await anext(it)
                     except StopAsyncIteration:
                         last = ProviderTimeout(f"target `{target.label}` ended its stream without data")
@@ -394,7 +395,7 @@ class Gateway:
                         trace.ttft_ms = (time.time() - trace.start) * 1000
                     yield chunk.data
                 try:
-                    async with asyncio.timeout(target.timeout):
+                    async with _deadline(target):
                         chunk = await anext(it)
                 except StopAsyncIteration:
                     break
@@ -493,3 +494,13 @@ async def _aclose(it: AsyncIterator[Any]) -> None:
             await close()
         except Exception:
             pass
+
+
+_NO_DEADLINE = contextlib.nullcontext()
+
+
+def _deadline(target: Target) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The per-attempt (per-chunk, for streams) timeout, unless the provider enforces it itself."""
+    if getattr(target.provider, "enforces_timeout", False):
+        return _NO_DEADLINE
+    return asyncio.timeout(target.timeout)

@@ -156,6 +156,10 @@ class BaseProvider:
     a rough estimate. Subclasses override what they support."""
 
     kind: ClassVar[str] = "base"
+    # True when the provider bounds each call by ``Call.timeout`` itself (and raises
+    # ProviderTimeout); the gateway then skips its own timer, which costs a scheduled callback
+    # per request and per streamed chunk.
+    enforces_timeout: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -59,6 +59,7 @@ def _usage(data: Any) -> Usage | None:
 
 class OpenAICompatProvider(BaseProvider):
     kind = "openai"
+    enforces_timeout = True  # aiohttp's total / sock_read timeouts
 
     def __init__(self, name: str, options: OpenAIOptions) -> None:
         super().__init__(name)

@@ -79,40 +79,27 @@ def _insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) ->
     return sql
 
 
+TRACE_COLUMNS_EXPECTED = (
+    "trace_id", "start_time", "end_time", "source", "operation", "route", "target", "provider", "model",
+    "status", "status_code", "error", "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "cost_usd",
+    "stream", "attempts", "user_id", "input", "output", "attributes", "route_version", "model_version",
+    "prompt", "prompt_version", "tags",
+)  # fmt: skip
+# trace_row builds tuples in this order (the writer's hot loop); a schema change must update both.
+assert TRACE_COLUMNS == TRACE_COLUMNS_EXPECTED, "update trace_row() for the new traces columns"
+
+
 def trace_row(t: Trace, capture: str = "full", max_chars: int = 2000) -> tuple[Any, ...]:
     """One trace as a tuple in TRACE_COLUMNS order, JSON columns already serialized."""
     end = t.end or t.start
-    row = {
-        "trace_id": t.trace_id,
-        "start_time": t.start,
-        "end_time": end,
-        "source": t.source,
-        "operation": t.operation,
-        "route": t.route,
-        "target": t.target,
-        "provider": t.provider,
-        "model": t.model,
-        "status": t.status,
-        "status_code": t.status_code,
-        "error": t.error,
-        "latency_ms": round((end - t.start) * 1000, 3),
-        "ttft_ms": None if t.ttft_ms is None else round(t.ttft_ms, 3),
-        "input_tokens": t.input_tokens,
-        "output_tokens": t.output_tokens,
-        "cost_usd": t.cost_usd,
-        "stream": t.stream,
-        "attempts": t.attempts,
-        "user_id": t.user_id,
-        "input": _dumps(capture_value(t.input, capture, max_chars)),
-        "output": capture_value(t.output, capture, max_chars),
-        "attributes": _dumps(t.attributes or None),
-        "route_version": t.route_version,
-        "model_version": t.model_version,
-        "prompt": t.prompt,
-        "prompt_version": t.prompt_version,
-        "tags": _dumps(t.tags or None),
-    }
-    return tuple(row[c] for c in TRACE_COLUMNS)
+    return (
+        t.trace_id, t.start, end, t.source, t.operation, t.route, t.target, t.provider, t.model,
+        t.status, t.status_code, t.error, round((end - t.start) * 1000, 3),
+        None if t.ttft_ms is None else round(t.ttft_ms, 3), t.input_tokens, t.output_tokens, t.cost_usd,
+        t.stream, t.attempts, t.user_id, _dumps(capture_value(t.input, capture, max_chars)),
+        capture_value(t.output, capture, max_chars), _dumps(t.attributes or None), t.route_version,
+        t.model_version, t.prompt, t.prompt_version, _dumps(t.tags or None),
+    )  # fmt: skip
 
 
 def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", max_chars: int = 2000) -> None:
