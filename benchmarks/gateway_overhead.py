@@ -420,6 +420,11 @@ def render(results: dict[str, Any]) -> str:
             f"LiteLLM's; its added p50 latency is {ship['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms "
             f"against LiteLLM's {lite['c1']['p50_ms'] - direct['c1']['p50_ms']:.3f} ms."
         )
+        lines.append(
+            "- LiteLLM runs as a user would start it: `litellm --config … --num_workers 1` from a plain "
+            "`pip install 'litellm[proxy]'` in its own virtualenv, with the master key its recent releases "
+            "require and no database; at its CPU cost per request it saturates its core at this load."
+        )
     if ship:
         lines.append(
             f"- All {ship['traces_written']:,} requests Shipyard served were traced and written to "

@@ -374,6 +374,8 @@ def test_admin_api(shipyard_server: Any) -> None:
     moved = api.put("/prompts/support/aliases/production", json={"version": "v2", "reason": "ship it"}).json()
     assert (moved["from_version"], moved["to_version"], moved["actor"]) == (1, 2, "api-user")
     assert api.get("/prompts/support", params={"ref": "production"}).json()["version"] == 2
+    same = api.put("/prompts/support/aliases/production", json={"version": "2"}).json()
+    assert same["reason"] == "unchanged"  # a no-op move is not recorded
     back = api.post("/prompts/support/aliases/production/rollback", json={"reason": "oops"}).json()
     assert back["to_version"] == 1
     assert [

@@ -397,6 +397,8 @@ class Registry:
             target = self._resolve(conn, kind, name, entity_id, ref)
             self._version(conn, kind, name, entity_id, target)  # exists?
             before = self._aliases(conn, entity_id).get(alias)
+            if before == target:  # already there: nothing moves, nothing is recorded
+                return AliasEvent(kind, name, alias, before, target, time.time(), actor, "unchanged", evidence)
             event = self._move(conn, entity_id, alias, before, target, actor, reason, evidence)
             self._bump(conn)
         return AliasEvent(kind, name, alias, before, target, event, actor, reason, evidence)
