@@ -590,3 +590,28 @@ def test_python_api_and_server_share_the_store(server: Any) -> None:
     assert (
         got["name"] == "from-script" and got["metrics"]["acc"]["last"] == 0.9 and got["status"] == "finished"
     )
+
+
+@pytest.mark.postgres
+def test_run_service_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    """The JSON tag filter, the row lock on params/tags and the metric summaries on PostgreSQL."""
+    from shipyard.registry.runs import RunService
+    from shipyard.store.db import Store
+
+    store = Store(pg_url)
+    store.migrate()
+    service = RunService(store, tmp_path / "artifacts")
+    a = service.create(name="a", experiment="pg", params={"temperature": 0.2}, tags={"team": "blue"})
+    b = service.create(name="b", experiment="pg", params={"temperature": 0.7}, tags={"team": "red"})
+    for step, value in enumerate([0.5, 0.7, 0.75]):
+        service.log_metric(a["run_id"], "accuracy", value, step=step)
+    service.log_metric(b["run_id"], "accuracy", 0.81)
+    service.set_tags(b["run_id"], {"stage": "final"})
+    service.write_artifact(a["run_id"], "notes/summary.txt", "ok")
+    assert [r["name"] for r in service.list_runs(experiment="pg", tags={"team": "red"})] == ["b"]
+    assert service.list_runs(experiment="pg", tags={"stage": "final", "team": "red"})[0]["name"] == "b"
+    comparison = service.compare([a["run_id"], b["run_id"]])
+    (metric,) = comparison["metrics"]
+    assert metric["deltas"][1] == pytest.approx(0.06)
+    assert service.read_artifact(a["run_id"], "notes/summary.txt") == b"ok"
+    store.close()
