@@ -398,7 +398,8 @@ class Registry:
             self._version(conn, kind, name, entity_id, target)  # exists?
             before = self._aliases(conn, entity_id).get(alias)
             if before == target:  # already there: nothing moves, nothing is recorded
-                return AliasEvent(kind, name, alias, before, target, time.time(), actor, "unchanged", evidence)
+                now = time.time()
+                return AliasEvent(kind, name, alias, before, target, now, actor, "unchanged", evidence)
             event = self._move(conn, entity_id, alias, before, target, actor, reason, evidence)
             self._bump(conn)
         return AliasEvent(kind, name, alias, before, target, event, actor, reason, evidence)
