@@ -414,7 +414,7 @@ def from_traces(
     scrub_pii: bool = typer.Option(
         False,
         "--scrub-pii",
-        help="Replace e-mail addresses, phone numbers, card numbers and IBANs with placeholders.",
+        help="Replace e-mail addresses, phone numbers, card numbers and IBANs with typed markers.",
     ),
     dedupe: bool = DedupeOpt,
     no_expected: bool = typer.Option(

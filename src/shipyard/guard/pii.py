@@ -9,7 +9,7 @@ numbers and postcodes makes datasets useless, so
   around an area code), or, as a bare run of 10–11 digits, a phone word such as "call" or "tel"
   right before it; dates, IP addresses and runs of years are left alone.
 
-Each finding becomes a typed placeholder (``<EMAIL>``, ``<PHONE>``, ``<CREDIT_CARD>``, ``<IBAN>``)
+Each finding becomes a typed marker (``<EMAIL>``, ``<PHONE>``, ``<CREDIT_CARD>``, ``<IBAN>``)
 so that a scrubbed example still reads naturally and an eval can tell what was there.
 """
 
@@ -231,7 +231,7 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Finding]:
 
 
 def scrub_text(text: str, kinds: Iterable[str] = KINDS) -> str:
-    """``text`` with each finding replaced by its placeholder, e.g. ``<EMAIL>``."""
+    """``text`` with each finding replaced by its marker, e.g. ``<EMAIL>``."""
     findings = find_pii(text, kinds)
     if not findings:
         return text

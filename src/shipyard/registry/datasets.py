@@ -874,7 +874,7 @@ def from_traces(
     Each example keeps its trace id and gets metadata ``trace_id``, ``route``, ``model``,
     ``prompt``, ``prompt_version``; the trace's answer becomes ``expected`` unless
     ``expected_from_output`` is off. ``scrub_pii`` replaces e-mail addresses, phone numbers, card
-    numbers and IBANs in input and expected with placeholders before anything is stored.
+    numbers and IBANs in input and expected with typed markers before anything is stored.
     """
     check_name(name)
     if selection.status is not None and selection.status not in ("ok", "error"):

@@ -72,7 +72,7 @@ class FromTracesRequest(_Strict):
     prompt_version: int | None = Field(None, ge=1)
     tag: str | None = Field(None, description="Only traces whose tags contain this one.")
     limit: int | None = Field(None, ge=1, description="At most this many traces (the newest).")
-    scrub_pii: bool = Field(False, description="Replace e-mails, phones, cards, IBANs with placeholders.")
+    scrub_pii: bool = Field(False, description="Replace e-mails, phones, cards, IBANs with typed markers.")
     dedupe: bool = False
     expected_from_output: bool = Field(True, description="The trace's answer becomes `expected`.")
     message: str | None = None
