@@ -402,3 +402,33 @@ def test_admin_api(shipyard_server: Any) -> None:
     assert r.status_code == 400 and "template syntax error" in r.json()["error"]["message"]
     schema = httpx.get(server.url + "/api/openapi.json").json()
     assert "/prompts/{name}/aliases/{alias}" in schema["paths"] and "/apply" in schema["paths"]
+
+
+def test_unservable_registry_change_keeps_the_last_good_runtime(shipyard_server: Any, tmp_path: Path) -> None:
+    """The CLI that applies has an env var the server lacks: the server cannot build the new state,
+    says so on /readyz, and keeps serving what it served."""
+    server = shipyard_server(CONFIG, env={"SHIPYARD_RELOAD_INTERVAL": "0.2"})
+    cfg = tmp_path / "more.yaml"
+    cfg.write_text(
+        "providers:\n"
+        "  - {name: cloud, type: openai, base_url: 'http://127.0.0.1:9/v1', api_key: '${ONLY_IN_CLI}'}\n"
+        "models:\n  - {name: remote, provider: cloud}\n"
+        "routes:\n  - {name: remote, targets: [{model: remote}]}\n"
+    )
+    os.environ["ONLY_IN_CLI"] = "sk-x"
+    try:
+        shipyard("apply", str(cfg), cwd=tmp_path, home=server.home)
+    finally:
+        os.environ.pop("ONLY_IN_CLI")
+    deadline = time.monotonic() + 5
+    while not (ready := httpx.get(server.url + "/readyz").json())["reload_error"]:
+        assert time.monotonic() < deadline, "the failed reload was not reported"
+        time.sleep(0.1)
+    assert "ONLY_IN_CLI" in ready["reload_error"] and ready["registry_revision"] >= 1
+    assert answer(ask(server, "still there?")) == "v1 answer to: still there?"
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "remote", "messages": MSG_HI})
+    assert r.status_code == 404
+    assert server.log().count("cannot be served") == 1  # reported once, not every second
+
+
+MSG_HI = [{"role": "user", "content": "hi"}]

@@ -85,6 +85,8 @@ class Platform:
                 await self._close_retired()
             except asyncio.CancelledError:
                 raise
+            except ConfigError:
+                pass  # reload() logged it; the last good runtime keeps serving
             except Exception:
                 log.exception("registry watch failed; will retry")
 
