@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from shipyard.evals.core import ScorerType
     from shipyard.providers.base import ProviderType
 
 hookspec = pluggy.HookspecMarker("shipyard")
@@ -29,6 +30,10 @@ class Specs:
     @hookspec
     def register_providers(self) -> list[ProviderType]:  # type: ignore[empty-body]
         """Return the provider types this plugin contributes."""
+
+    @hookspec
+    def register_scorers(self) -> list[ScorerType]:  # type: ignore[empty-body]
+        """Return the eval scorer types this plugin contributes."""
 
 
 @functools.cache
@@ -48,6 +53,14 @@ def provider_types() -> dict[str, ProviderType]:
     for group in plugin_manager().hook.register_providers():
         for ptype in group:
             found[ptype.name] = ptype
+    return found
+
+
+def scorer_types() -> dict[str, ScorerType]:
+    found: dict[str, ScorerType] = {}
+    for group in plugin_manager().hook.register_scorers():
+        for stype in group:
+            found[stype.name] = stype
     return found
 
 
