@@ -23,6 +23,7 @@ BUILTIN_PLUGINS = (
     "shipyard.providers.openai_compat",
     "shipyard.providers.local",
     "shipyard.providers.wordllama",
+    "shipyard.evals.scorers",
 )
 
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from shipyard import __version__
-from shipyard.cli import chat, config_cmd, mock_cmd, registry_cmd, traces, up
+from shipyard.cli import chat, config_cmd, evals, mock_cmd, registry_cmd, traces, up
 from shipyard.errors import ShipyardError
 
 app = typer.Typer(
@@ -44,6 +44,8 @@ app.add_typer(config_cmd.app, name="config")
 for _kind in ("prompt", "model", "route", "provider"):
     app.add_typer(registry_cmd.make_group(_kind), name=_kind + "s")
 app.add_typer(traces.app, name="traces")
+app.add_typer(evals.app, name="eval")
+app.command("promote")(evals.promote)
 
 
 def _optional_group(module_name: str, name: str) -> None:

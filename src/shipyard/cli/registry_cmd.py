@@ -270,9 +270,10 @@ def make_group(kind: str) -> typer.Typer:
             print_json([e.to_dict() for e in events])
             return
         table = Table(title=f"{kind} {name}: alias history")
-        for col in ("when", "alias", "from", "to", "by", "reason"):
+        for col in ("when", "alias", "from", "to", "by", "reason", "evidence"):
             table.add_column(col)
         for e in events:
+            evidence = e.evidence.get("eval_run", "") if isinstance(e.evidence, dict) else ""
             table.add_row(
                 _when(e.at),
                 e.alias,
@@ -280,6 +281,7 @@ def make_group(kind: str) -> typer.Typer:
                 f"v{e.to_version}",
                 e.actor or "-",
                 e.reason or "",
+                f"eval run {evidence[:12]}" if evidence else "",
             )
         console.print(table)
 

@@ -286,7 +286,7 @@ def resolve(store: Store, ref: str) -> VersionInfo:
         return _version_info(name, _version_row(conn, ds, version))
 
 
-def _version_id(store: Store, ref: str) -> tuple[VersionInfo, int]:
+def resolve_version_id(store: Store, ref: str) -> tuple[VersionInfo, int]:
     name, version = parse_ref(ref)
     with store.engine.connect() as conn:
         ds = _dataset_row(store, conn, name)
@@ -310,7 +310,7 @@ def get_examples(store: Store, ref: str, offset: int = 0, limit: int = 50) -> Ex
         raise InvalidRequest(f"`offset` must be >= 0; got {offset}", param="offset")
     if not 1 <= limit <= _MAX_PAGE:
         raise InvalidRequest(f"`limit` must be between 1 and {_MAX_PAGE}; got {limit}", param="limit")
-    info, version_id = _version_id(store, ref)
+    info, version_id = resolve_version_id(store, ref)
     with store.engine.connect() as conn:
         rows = q.get_examples(conn, version_id, offset, limit)
     return ExamplesPage(
@@ -324,7 +324,7 @@ def export_jsonl(store: Store, ref: str) -> tuple[VersionInfo, Iterator[bytes]]:
     The lines are produced lazily, so a large version streams instead of sitting in memory.
     Importing the output gives a version with the same hash.
     """
-    info, version_id = _version_id(store, ref)
+    info, version_id = resolve_version_id(store, ref)
 
     def lines() -> Iterator[bytes]:
         for row in q.iter_examples(store, version_id):

@@ -212,3 +212,14 @@ run_links = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True, doc="0 when the link is to a run"),
 )
 sa.Index("ix_run_links_target", run_links.c.kind, run_links.c.name, run_links.c.version)
+
+# -- evals ------------------------------------------------------------------------------------------
+# What a target answered for an input, keyed by (target fingerprint, input, params, repeat): a
+# re-run or re-score of a suite does not call the model again unless asked (migration 0003).
+eval_cache = sa.Table(
+    "eval_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("observation", JSONType, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

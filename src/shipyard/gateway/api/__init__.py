@@ -23,7 +23,12 @@ def _error(
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-ROUTERS = ("shipyard.gateway.api.registry", "shipyard.gateway.api.datasets", "shipyard.gateway.api.runs")
+ROUTERS = (
+    "shipyard.gateway.api.registry",
+    "shipyard.gateway.api.datasets",
+    "shipyard.gateway.api.runs",
+    "shipyard.gateway.api.evals",
+)
 
 
 def create_api(platform: Any) -> FastAPI:
