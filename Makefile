@@ -27,6 +27,8 @@ test: install
 		|| (echo "docs/reference/settings.md is stale: run 'make docs'"; exit 1)
 	$(BIN)/python -m shipyard.plugins | diff -u docs/reference/providers.md - \
 		|| (echo "docs/reference/providers.md is stale: run 'make docs'"; exit 1)
+	$(BIN)/python -m shipyard.plugins scorers | diff -u docs/reference/scorers.md - \
+		|| (echo "docs/reference/scorers.md is stale: run 'make docs'"; exit 1)
 	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output .cli-doc.tmp >/dev/null \
 		&& diff -u docs/reference/cli.md .cli-doc.tmp && rm -f .cli-doc.tmp \
 		|| (rm -f .cli-doc.tmp; echo "docs/reference/cli.md is stale: run 'make docs'"; exit 1)
@@ -38,6 +40,7 @@ unit: install
 docs: install
 	$(BIN)/python -m shipyard.settings > docs/reference/settings.md
 	$(BIN)/python -m shipyard.plugins > docs/reference/providers.md
+	$(BIN)/python -m shipyard.plugins scorers > docs/reference/scorers.md
 	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output docs/reference/cli.md
 
 bench: install

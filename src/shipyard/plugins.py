@@ -94,5 +94,42 @@ def render_provider_reference() -> str:
     return "\n".join(lines)
 
 
+def render_scorer_reference() -> str:
+    """docs/reference/scorers.md: every scorer type's options, generated from their models."""
+    lines = [
+        "# Scorer reference",
+        "",
+        "Generated from the scorer option models by `python -m shipyard.plugins scorers`; do not edit "
+        "by hand.",
+        "Each entry under `scorers:` in a suite has a `type` and the options of its type. Every score is in "
+        "[0, 1]; a case passes a scorer when its score is at least `threshold`.",
+        "",
+    ]
+    for name, stype in sorted(scorer_types().items()):
+        lines += [
+            f"## `{name}`",
+            "",
+            stype.description,
+            "",
+            "| option | default | description |",
+            "|---|---|---|",
+        ]
+        for field, info in stype.options.model_fields.items():
+            if info.is_required():
+                default = "(required)"
+            else:
+                value = info.get_default(call_default_factory=True)
+                default = "(unset)" if value is None else f"`{value}`"
+            description = " ".join((info.description or "").split())
+            lines.append(f"| `{info.alias or field}` | {default} | {description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(render_provider_reference(), end="")
+    import sys
+
+    if sys.argv[1:] == ["scorers"]:
+        print(render_scorer_reference(), end="")
+    else:
+        print(render_provider_reference(), end="")

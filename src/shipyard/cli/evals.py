@@ -41,6 +41,15 @@ def _write_reports(
         err_console.print(f"[dim]wrote {path}[/dim]")
 
 
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without its per-case maps (they are in the run's summary.json artifact)."""
+    targets = {
+        label: {k: v for k, v in t.items() if k not in ("verdicts", "case_scores")}
+        for label, t in summary.get("targets", {}).items()
+    }
+    return {**summary, "targets": targets}
+
+
 def _outcome_json(outcome: Any) -> dict[str, Any]:
     return {
         "run_id": outcome.run_id,
@@ -50,7 +59,7 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
         "executed": outcome.executed,
         "resumed": outcome.reused,
         "cached": outcome.cached,
-        "summary": outcome.summary.to_dict(),
+        "summary": _brief(outcome.summary.to_dict()),
         "comparisons": {k: v.to_dict() for k, v in outcome.comparisons.items()},
         "artifacts": {k: str(v) for k, v in outcome.reports.items()}
         | {"results.jsonl": str(outcome.results_path)},

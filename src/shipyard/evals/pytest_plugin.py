@@ -183,6 +183,7 @@ class EvalSession:
         scorer that did not pass."""
         from shipyard.evals.runner import _Context
 
+        __tracebackhide__ = True  # a failure points at the test's line, not at this plugin
         built = [s if hasattr(s, "score") else self.scorer(s, **options) for s in scorers]
         if not built:
             raise ValueError("assert_score needs at least one scorer")

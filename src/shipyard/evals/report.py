@@ -497,7 +497,7 @@ def pass_rate_plot(targets: Mapping[str, TargetSummary]) -> str:
             ax.errorbar(
                 [offset],
                 [t.pass_rate],
-                yerr=[[t.pass_rate - lo], [hi - t.pass_rate]],
+                yerr=[[max(0.0, t.pass_rate - lo)], [max(0.0, hi - t.pass_rate)]],
                 fmt="none",
                 ecolor="#222222",
                 capsize=3,
@@ -609,7 +609,13 @@ def quality_cost_plot(targets: Mapping[str, TargetSummary], x: Literal["cost", "
     ax = fig.add_subplot()
     for i, label, xv, rate, lo, hi in points:
         ax.errorbar(
-            [xv], [rate], yerr=[[rate - lo], [hi - rate]], fmt="o", color=_color(i), capsize=3, markersize=7
+            [xv],
+            [rate],
+            yerr=[[max(0.0, rate - lo)], [max(0.0, hi - rate)]],
+            fmt="o",
+            color=_color(i),
+            capsize=3,
+            markersize=7,
         )
         ax.annotate(_label(label), (xv, rate), textcoords="offset points", xytext=(6, 6), fontsize="small")
     ax.set_ylim(0, 1.05)

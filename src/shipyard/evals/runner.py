@@ -289,7 +289,7 @@ class EvalRunner:
                 raise InvalidRequest(
                     f"run `{detail['run_id']}` already finished; there is nothing to resume", param="resume"
                 )
-            self.runs.update(detail["run_id"], status="running")
+            self.runs.reopen(detail["run_id"])
             return str(detail["run_id"])
         links: list[dict[str, Any]] = []
         if suite.spec.dataset.registry:
@@ -463,7 +463,9 @@ def decide(suite: Suite, summary: Any, comparisons: dict[str, Any], fail_on: str
     if fail_on == "regression" and not has_baseline:
         raise InvalidRequest("--fail-on regression needs --baseline (a run id or a prompt alias)")
     default_min = suite.spec.pass_rate_min if suite.spec.pass_rate_min is not None else 1.0
-    per_target = {label: spec.pass_rate_min for label, spec in zip(suite.labels, suite.spec.targets, strict=True)}
+    per_target = {
+        label: spec.pass_rate_min for label, spec in zip(suite.labels, suite.spec.targets, strict=True)
+    }
     failures: list[str] = []
     checks: list[str] = []
     for label, t in summary.targets.items():
@@ -485,9 +487,16 @@ def decide(suite: Suite, summary: Any, comparisons: dict[str, Any], fail_on: str
 
 
 def _metrics(summary: Any) -> list[dict[str, Any]]:
+    """Run metrics: per target (prefixed by its label when there are several) and overall."""
+    import re
+
     out = []
+    if len(summary.targets) > 1:
+        passed = sum(t.passed for t in summary.targets.values())
+        decided = sum(t.decided for t in summary.targets.values())
+        out.append({"key": "pass_rate", "value": passed / decided if decided else 0.0})
     for label, t in summary.targets.items():
-        prefix = label if len(summary.targets) > 1 else ""
+        prefix = re.sub(r"[^A-Za-z0-9 _.:/-]", "_", label) if len(summary.targets) > 1 else ""
 
         def key(name: str, prefix: str = prefix) -> str:
             return f"{prefix}/{name}" if prefix else name

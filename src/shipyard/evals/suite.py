@@ -88,7 +88,10 @@ class TargetSpec(Strict):
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Request params for this target.")
     pass_rate_min: float | None = Field(
-        None, ge=0, le=1, description="This target's threshold gate, instead of the suite's (0: measure only)."
+        None,
+        ge=0,
+        le=1,
+        description="This target's threshold gate, instead of the suite's (0: measure only).",
     )
 
     @model_validator(mode="after")

@@ -550,6 +550,26 @@ class RunService:
         assert row is not None
         return row
 
+    def reopen(self, ref: str) -> RunRow:
+        """Continue a run that was interrupted (`killed`) or crashed (`failed`): it is `running`
+        again, with its end time cleared. Finished runs stay finished. Used by resumable work such
+        as eval runs."""
+        with self.store.write() as conn:
+            run_id = self._lock(conn, ref)
+            row = q.get_run(conn, run_id)
+            assert row is not None
+            if row["status"] == "finished":
+                raise Conflict(
+                    f"run `{run_id}` finished; only killed or failed runs can be continued",
+                    param="status",
+                    code="run_already_ended",
+                )
+            if row["status"] != "running":
+                q.update_run(conn, run_id, {"status": "running", "end_time": None})
+            row = q.get_run(conn, run_id)
+        assert row is not None
+        return row
+
     @staticmethod
     def _check_final(status: str) -> None:
         if status not in FINAL_STATUSES:
