@@ -449,3 +449,53 @@ def test_pytest_plugin_records_a_run(home: Path, tmp_path: Path) -> None:
     assert len(runs) == 1
     shown = json.loads(shipyard("runs", "show", runs[0]["run_id"], "--json", home=home, cwd=tmp_path).stdout)
     assert shown["metrics"]["pass_rate"]["last"] == 0.5
+
+
+@pytest.mark.local_model
+def test_example_suite_runs_offline_on_the_embedded_model_and_a_mock(tmp_path: Path) -> None:
+    import xmlschema
+
+    home = tmp_path / "home"
+    shipyard("apply", str(ROOT / "examples" / "evals" / "shipyard.yaml"), home=home, cwd=tmp_path)
+    reports = tmp_path / "reports"
+    r = shipyard(
+        "eval",
+        "run",
+        str(ROOT / "examples" / "evals" / "suite.yaml"),
+        "--report-dir",
+        str(reports),
+        "--quiet",
+        home=home,
+        cwd=tmp_path,
+    )
+    assert "capital-mock" in r.stdout and "capital" in r.stdout and "Pass rate" in r.stdout  # terminal table
+    assert "gate passed" in r.stderr
+    xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit.xsd")).validate(str(reports / "junit.xml"))
+    markdown = (reports / "report.md").read_text()
+    assert "`capital`" in markdown and "`capital-mock`" in markdown
+    html = (reports / "report.html").read_text()
+    assert html.count("<svg") >= 2 and "http://" not in html.split("<svg", 1)[0]
+
+
+def test_the_same_suite_from_python(home: Path, tmp_path: Path) -> None:
+    from shipyard.evals import run_suite
+
+    suite = {
+        "name": "from-python",
+        "dataset": {
+            "cases": [
+                {"input": {"question": "code Z1X"}, "expected": "Z1X"},
+                {"input": [{"role": "user", "content": "code Z2X"}], "expected": "Z2X"},
+            ]
+        },
+        "targets": [{"route": "support"}, {"model": "echo-1", "label": "raw-model"}],
+        "scorers": [{"type": "contains"}],
+        "pass_rate_min": 0.5,
+    }
+    outcome = run_suite(suite, home=str(home))
+    assert outcome.gate.passed, outcome.gate.reason
+    # Variables need a prompt and the route's prompt needs its variables: each target fails one case.
+    assert outcome.summary.targets["support"].failed_ids == ["case-2"]
+    assert outcome.summary.targets["raw-model"].failed_ids == ["case-1"]
+    with pytest.raises(Exception, match="--fail-on must be one of"):
+        run_suite(suite, home=str(home), fail_on="sometimes")

@@ -41,6 +41,7 @@ from shipyard.tracing.writer import TraceWriter
 
 log = logging.getLogger("shipyard.evals")
 CACHE_FLUSH = 200
+FAIL_ON = ("auto", "threshold", "regression", "any", "none")
 
 
 @dataclass
@@ -57,6 +58,17 @@ class RunOptions:
     tags: dict[str, str] = field(default_factory=dict)
     actor: str | None = None
     on_start: Callable[[str], None] | None = None  # told the run id as soon as the run exists
+
+    def __post_init__(self) -> None:
+        # Checked before any work, not after a long run.
+        if self.fail_on not in FAIL_ON:
+            raise InvalidRequest(
+                f"--fail-on must be one of {', '.join(FAIL_ON)}; got `{self.fail_on}`", param="fail_on"
+            )
+        if self.fail_on == "regression" and not self.baseline:
+            raise InvalidRequest(
+                "--fail-on regression needs --baseline (a run id or a prompt alias)", param="baseline"
+            )
 
 
 @dataclass
