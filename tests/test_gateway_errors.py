@@ -255,7 +255,33 @@ def test_health_and_readiness(server: Any) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready" and body["store"] == "ok"
-    assert body["providers"] == {"fake": {"ready": True, "detail": "started"}}
+    assert body["providers"] == {
+        "fake": {"ready": True, "detail": "started", "health": {"ok": True, "detail": ""}}
+    }
     models = httpx.get(server.url + "/v1/models").json()
     assert [m["id"] for m in models["data"]] == ["default", "fake-embed"]
     assert httpx.get(server.url + "/v1/models/default").json()["shipyard"]["targets"] == ["fake-chat"]
+
+
+def test_readiness_reports_an_unreachable_upstream_without_going_unready(shipyard_server: Any) -> None:
+    from tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    server = shipyard_server(
+        f"""
+providers:
+  - {{name: fake, type: mock}}
+  - {{name: remote, type: openai, base_url: "{dead}"}}
+models:
+  - {{name: fake-chat, provider: fake}}
+  - {{name: remote-chat, provider: remote, model: gpt-x}}
+routes:
+  - {{name: default, targets: [{{model: remote-chat}}], fallbacks: [{{model: fake-chat}}]}}
+"""
+    )
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200, ready.text
+    remote = ready.json()["providers"]["remote"]
+    assert remote["ready"] is True
+    assert remote["health"]["ok"] is False and "Connect" in remote["health"]["detail"]
+    assert ready.json()["providers"]["fake"]["health"]["ok"] is True

@@ -141,7 +141,7 @@ async def _session(
 ) -> None:
     platform = None
     if not remote:
-        from shipyard.gateway.api.deps import cli_actor
+        from shipyard.cli.common import cli_actor
         from shipyard.gateway.platform import Platform
 
         settings, doc = resolve(home=home, config=config)

@@ -53,3 +53,15 @@ def print_json(data: Any) -> None:
     sys.stdout.write(
         orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
     )
+
+
+def cli_actor(settings: Settings | None = None) -> str:
+    """Who is making a change from the command line: the `actor` setting, else the OS user."""
+    if settings is not None and settings.actor:
+        return str(settings.actor)
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"

@@ -9,9 +9,17 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, err_console, open_store, print_json, settings_only
-from shipyard.errors import InvalidRequest, ShipyardError
-from shipyard.gateway.api.deps import cli_actor
+from shipyard.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    cli_actor,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    settings_only,
+)
+from shipyard.errors import InvalidRequest
 
 app = typer.Typer(
     help="Run eval suites: scored, compared with a baseline, gated for CI.", no_args_is_help=True
@@ -295,19 +303,16 @@ def promote(
         raise InvalidRequest(f"`shipyard promote` promotes prompts; got `{kind}`", param="kind")
     suite = load_suite(require)
     runner, actor = _runner(home)
-    try:
-        result = promote_prompt(
-            runner,
-            suite,
-            name,
-            to,
-            candidate,
-            actor=actor,
-            reason=reason,
-            progress=not quiet and not json_out,
-        )
-    except ShipyardError:
-        raise
+    result = promote_prompt(
+        runner,
+        suite,
+        name,
+        to,
+        candidate,
+        actor=actor,
+        reason=reason,
+        progress=not quiet and not json_out,
+    )
     if json_out:
         print_json(result.to_dict())
     else:

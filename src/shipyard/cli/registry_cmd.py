@@ -13,11 +13,19 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, err_console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    cli_actor,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.config.apply import SECTIONS, Plan, apply, export
 from shipyard.config.loader import read_document
 from shipyard.errors import InvalidRequest, ShipyardError
-from shipyard.gateway.api.deps import cli_actor
 from shipyard.registry.versions import CURRENT, Registry
 
 HELP = {

@@ -8,8 +8,7 @@ import sys
 import typer
 
 from shipyard import __version__
-from shipyard.cli.common import ConfigOpt, HomeOpt, console, resolve
-from shipyard.gateway.api.deps import cli_actor
+from shipyard.cli.common import ConfigOpt, HomeOpt, cli_actor, console, resolve
 from shipyard.settings import BY_NAME
 
 

@@ -260,9 +260,9 @@ class EvalSession:
         runs.write_dict(run_id, "summary.json", summary.to_dict())
         runs.write_artifact(run_id, "report.md", report.render_markdown(summary, None))
         runs.write_artifact(run_id, "junit.xml", report.render_junit(summary, iter(self.lines)))
-        from shipyard.evals.runner import _metrics
+        from shipyard.evals.runner import summary_metrics
 
-        runs.log_metrics(run_id, _metrics(summary))
+        runs.log_metrics(run_id, summary_metrics(summary))
         runs.finish(run_id, "finished")
         return run_id
 

@@ -361,7 +361,7 @@ class EvalRunner:
             self.runs.write_dict(
                 run_id, "comparison.json", {label: c.to_dict() for label, c in comparisons.items()}
             )
-        self.runs.log_metrics(run_id, _metrics(summary))
+        self.runs.log_metrics(run_id, summary_metrics(summary))
         tags = {"gate": "passed" if gate.passed else "failed", "gate_reason": gate.reason[:500]}
         if baseline_run:
             tags["baseline_run"] = baseline_run
@@ -498,7 +498,7 @@ def decide(suite: Suite, summary: Any, comparisons: dict[str, Any], fail_on: str
     return Gate(True, "gate passed: " + "; ".join(checks), checks)
 
 
-def _metrics(summary: Any) -> list[dict[str, Any]]:
+def summary_metrics(summary: Any) -> list[dict[str, Any]]:
     """Run metrics: per target (prefixed by its label when there are several) and overall."""
     import re
 

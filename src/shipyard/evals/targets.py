@@ -23,8 +23,7 @@ from shipyard.config.apply import merged_config, prompt_context
 from shipyard.config.loader import validate
 from shipyard.errors import ConfigError
 from shipyard.evals.suite import Suite, TargetSpec
-from shipyard.gateway.runtime import Runtime
-from shipyard.registry.prompts import Prompt
+from shipyard.gateway.runtime import Runtime, registry_lineage
 from shipyard.registry.versions import Registry, content_hash, split_ref
 
 
@@ -126,15 +125,9 @@ def build_target_runtime(
         data["routes"].append(route)
         plans.append((name, label, spec))
     loaded = validate(data, what, None, os.environ, prompt_context(snapshot))
-    versions = {key: number for key, (number, _, _) in snapshot.current.items()}
-    hashes = {name: content_hash("provider", spec) for name, _, _, spec in snapshot.of_kind("provider")}
+    versions, hashes, resolve = registry_lineage(registry, snapshot)
     for p in data["providers"]:
         hashes.setdefault(p["name"], content_hash("provider", {k: v for k, v in p.items() if k != "name"}))
-
-    def resolve(ref: str) -> Prompt:
-        v = registry.get_ref("prompt", ref)
-        return Prompt.from_spec(v.name, v.version, v.hash, v.spec)
-
     runtime = Runtime(
         loaded,
         default_timeout,

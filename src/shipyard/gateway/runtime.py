@@ -8,6 +8,7 @@ import bisect
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from shipyard.providers.base import Health, Provider
 from shipyard.registry.prompts import Prompt
 
 if TYPE_CHECKING:
-    from shipyard.registry.versions import Registry
+    from shipyard.registry.versions import Registry, Snapshot
 
 log = logging.getLogger("shipyard.gateway")
 
@@ -114,6 +115,7 @@ class Runtime:
         types = provider_types()
         self.providers: dict[str, Provider] = {}
         self._ready: dict[str, Health] = {}
+        self._probed: tuple[float, dict[str, Health]] | None = None
         self.reused: set[str] = set()
         for p in cfg.providers:
             digest = self.provider_hashes.get(p.name)
@@ -225,6 +227,29 @@ class Runtime:
     def readiness(self) -> dict[str, Health]:
         return {n: self._ready.get(n, Health(False, "starting")) for n in self.providers}
 
+    async def probe(self, per_check: float = 2.0, max_age: float = 10.0) -> dict[str, Health]:
+        """Each started provider's own health check (an upstream's ``/models``, the local model
+        being loaded), run concurrently with a short timeout and remembered for ``max_age``
+        seconds so frequent readiness probes do not turn into upstream traffic."""
+        now = time.monotonic()
+        if self._probed is not None and now - self._probed[0] < max_age:
+            return self._probed[1]
+
+        async def one(p: Provider) -> Health:
+            try:
+                return await asyncio.wait_for(p.health(), per_check)
+            except TimeoutError:
+                return Health(False, f"no answer within {per_check:g}s")
+            except Exception as exc:
+                return Health(False, f"{type(exc).__name__}: {exc}")
+
+        ready = self.readiness()
+        names = [n for n in self.providers if ready[n].ok]
+        results = await asyncio.gather(*(one(self.providers[n]) for n in names))
+        health = dict(zip(names, results, strict=True))
+        self._probed = (now, health)
+        return health
+
     async def close(self, keep: Runtime | None = None) -> None:
         """Close the providers; those the runtime ``keep`` carried over stay open."""
         kept = {id(p) for p in keep.providers.values()} if keep is not None else set()
@@ -269,13 +294,14 @@ class Runtime:
         return out
 
 
-def build_runtime(registry: Registry, default_timeout: float, reuse: Runtime | None = None) -> Runtime:
-    """A runtime for the registry's current state (blocking: reads the store)."""
-    from shipyard.config.apply import runtime_config
+def registry_lineage(
+    registry: Registry, snapshot: Snapshot
+) -> tuple[dict[tuple[str, str], int], dict[str, str], Callable[[str], Prompt]]:
+    """What a runtime built from ``snapshot`` needs from the registry: the current version of each
+    entity (for trace lineage), each provider's content hash (to reuse unchanged providers) and
+    a resolver for prompt references like ``support@production``."""
     from shipyard.registry.versions import content_hash
 
-    snapshot = registry.snapshot()
-    loaded = runtime_config(snapshot)
     versions = {key: number for key, (number, _, _) in snapshot.current.items()}
     hashes = {name: content_hash("provider", spec) for name, _, _, spec in snapshot.of_kind("provider")}
 
@@ -283,8 +309,17 @@ def build_runtime(registry: Registry, default_timeout: float, reuse: Runtime | N
         v = registry.get_ref("prompt", ref)
         return Prompt.from_spec(v.name, v.version, v.hash, v.spec)
 
+    return versions, hashes, resolve
+
+
+def build_runtime(registry: Registry, default_timeout: float, reuse: Runtime | None = None) -> Runtime:
+    """A runtime for the registry's current state (blocking: reads the store)."""
+    from shipyard.config.apply import runtime_config
+
+    snapshot = registry.snapshot()
+    versions, hashes, resolve = registry_lineage(registry, snapshot)
     return Runtime(
-        loaded,
+        runtime_config(snapshot),
         default_timeout,
         versions=versions,
         provider_hashes=hashes,

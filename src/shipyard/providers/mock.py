@@ -96,11 +96,9 @@ class MockProvider(BaseProvider):
         self.options = options or MockOptions()
         self._rng = random.Random(self.options.seed)
         self.received: deque[dict[str, Any]] = deque(maxlen=self.options.keep_received or None)
-        self.calls = 0
 
     # -- behaviour -------------------------------------------------------------------------------
     async def _before(self, call: Call) -> None:
-        self.calls += 1
         if self.options.keep_received:
             self.received.append(call.body)
         failing = self.options.error_rate > 0 and self._rng.random() < self.options.error_rate

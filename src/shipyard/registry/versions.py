@@ -306,8 +306,8 @@ class Registry:
     def diff(self, kind: str, name: str, a: str, b: str) -> str:
         """A unified diff of two versions' specs, as YAML (messages, params, targets…)."""
         va, vb = self.get(kind, name, a), self.get(kind, name, b)
-        left = _yaml(va.spec).splitlines(keepends=True)
-        right = _yaml(vb.spec).splitlines(keepends=True)
+        left = spec_yaml(va.spec).splitlines(keepends=True)
+        right = spec_yaml(vb.spec).splitlines(keepends=True)
         return "".join(difflib.unified_diff(left, right, fromfile=va.ref, tofile=vb.ref))
 
     # -- writing ---------------------------------------------------------------------------------
@@ -540,5 +540,5 @@ class Snapshot:
         return not self.current
 
 
-def _yaml(spec: dict[str, Any]) -> str:
+def spec_yaml(spec: dict[str, Any]) -> str:
     return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 from fastapi import Request
@@ -28,12 +27,3 @@ def settings(request: Request) -> Settings:
 def actor(request: Request) -> str:
     """Who is making a change: the X-Shipyard-Actor header until API keys carry identities."""
     return request.headers.get(ACTOR_HEADER) or "api"
-
-
-def cli_actor(settings: Settings | None = None) -> str:
-    if settings is not None and settings.actor:
-        return str(settings.actor)
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
