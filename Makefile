@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test lint typecheck unit docs bench clean
+.PHONY: install browser up test lint typecheck unit docs bench clean
 
 install: $(STAMP)
 
@@ -16,10 +16,16 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[all]'
 	@touch $(STAMP)
 
+# The dashboard tests drive Debian's Chromium through Playwright (no browser download). Installed
+# once; needs root, as on the CI machines.
+browser:
+	@test -x /usr/bin/chromium || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+
 up: install
 	$(BIN)/shipyard up
 
-test: install
+test: install browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy

@@ -144,6 +144,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "metrics_max_label_values",
+        int,
+        100,
+        "Most distinct values one `/metrics` label (route, target, model) keeps; more are counted as "
+        "`__other__`, so clients sending arbitrary model names cannot blow up Prometheus.",
+        minimum=1,
+    ),
+    Setting(
         "reload_interval",
         float,
         1.0,
@@ -160,6 +168,58 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.", minimum=0
+    ),
+    Setting(
+        "alert_interval",
+        float,
+        15.0,
+        "Seconds between evaluations of the alert rules (`monitoring: alerts:`). A drift check "
+        "that finishes also triggers one.",
+        minimum=0.05,
+    ),
+    Setting(
+        "online_eval_queue_size",
+        int,
+        1000,
+        "Sampled traces waiting to be scored by online evals; beyond it new samples are dropped "
+        "(and counted), never the request.",
+        minimum=1,
+    ),
+    Setting(
+        "online_eval_concurrency",
+        int,
+        4,
+        "Traces online evals score at once (a judge scorer calls its route this many times in parallel).",
+        minimum=1,
+    ),
+    Setting(
+        "otlp_max_body_bytes",
+        int,
+        16 * 1024 * 1024,
+        "Largest OTLP export `POST /v1/traces` accepts, compressed and after decompression; bigger "
+        "ones get HTTP 413 (lower the exporter's batch size).",
+        minimum=1024,
+    ),
+    Setting(
+        "otlp_export_endpoint",
+        str,
+        None,
+        "OTLP/HTTP endpoint that receives a copy of every gateway trace (protobuf, gzip), e.g. "
+        "`http://collector:4318/v1/traces`; a URL without a path gets `/v1/traces`. Unset: no export.",
+    ),
+    Setting(
+        "otlp_export_headers",
+        str,
+        None,
+        "Headers sent with each export, as `key=value` pairs separated by commas (values "
+        "percent-encoded), like `OTEL_EXPORTER_OTLP_HEADERS`: `authorization=Bearer%20abc`.",
+    ),
+    Setting(
+        "otlp_export_timeout",
+        float,
+        10.0,
+        "Seconds one export request may take before it is retried.",
+        minimum=0.1,
     ),
 )
 

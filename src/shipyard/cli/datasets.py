@@ -68,7 +68,7 @@ def _open(home: str | None) -> tuple[Settings, Store]:
 
 
 def _actor(settings: Settings) -> str:
-    from shipyard.gateway.api.deps import cli_actor
+    from shipyard.cli.common import cli_actor
 
     return cli_actor(settings)
 
@@ -410,6 +410,12 @@ def from_traces(
         None, "--prompt", help="Only traces rendered from this prompt: NAME or NAME@vN."
     ),
     tag: str = typer.Option(None, "--tag", help="Only traces carrying this tag."),
+    feedback: str = typer.Option(
+        None,
+        "--feedback",
+        help="Only traces with user feedback: positive (a thumbs up or a score >= 0.5), negative "
+        "(a thumbs down or a score < 0.5), any, or none.",
+    ),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="At most this many traces (the newest)."),
     scrub_pii: bool = typer.Option(
         False,
@@ -427,6 +433,8 @@ def from_traces(
     """Add a version built from traced requests: their input (or prompt variables) and answers."""
     if status is not None and status not in ("ok", "error"):
         raise typer.BadParameter("must be `ok` or `error`", param_hint="--status")
+    if feedback is not None and feedback not in ("positive", "negative", "any", "none"):
+        raise typer.BadParameter("must be positive, negative, any or none", param_hint="--feedback")
     prompt_name = prompt_version = None
     if prompt is not None:
         m = _PROMPT_REF.match(prompt)
@@ -443,6 +451,7 @@ def from_traces(
         prompt_version=prompt_version,
         tag=tag,
         limit=limit,
+        feedback=feedback,
     )
     with _errors():
         settings, store = _open(home)

@@ -7,7 +7,19 @@ import sys
 import typer
 
 from shipyard import __version__
-from shipyard.cli import chat, config_cmd, evals, mock_cmd, registry_cmd, traces, up
+from shipyard.cli import (
+    alerts,
+    chat,
+    config_cmd,
+    datasets,
+    drift,
+    evals,
+    mock_cmd,
+    registry_cmd,
+    runs,
+    traces,
+    up,
+)
 from shipyard.errors import ShipyardError
 
 app = typer.Typer(
@@ -44,24 +56,12 @@ app.add_typer(config_cmd.app, name="config")
 for _kind in ("prompt", "model", "route", "provider"):
     app.add_typer(registry_cmd.make_group(_kind), name=_kind + "s")
 app.add_typer(traces.app, name="traces")
+app.add_typer(datasets.app, name="datasets")
+app.add_typer(runs.app, name="runs")
 app.add_typer(evals.app, name="eval")
 app.command("promote")(evals.promote)
-
-
-def _optional_group(module_name: str, name: str) -> None:
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return
-    app.add_typer(module.app, name=name)
-
-
-for _module, _name in (("shipyard.cli.datasets", "datasets"), ("shipyard.cli.runs", "runs")):
-    _optional_group(_module, _name)
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(drift.app, name="drift")
 
 
 def main() -> None:

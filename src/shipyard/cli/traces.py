@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -13,20 +12,18 @@ from rich.table import Table
 from rich.tree import Tree
 
 from shipyard.cli.common import HomeOpt, JsonOpt, console, open_store, print_json, settings_only
+from shipyard.durations import is_duration, parse_duration
 from shipyard.store import traces as q
 
 app = typer.Typer(help="Inspect traced requests.", no_args_is_help=True)
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
 def parse_since(value: str | None) -> float | None:
     """`15m`, `2h`, `7d` (ago) or an ISO date/time."""
     if value is None:
         return None
-    m = _DURATION.match(value.strip())
-    if m:
-        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if is_duration(value):
+        return time.time() - parse_duration(value)
     try:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:

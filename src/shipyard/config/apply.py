@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from shipyard.config.loader import Document, External, LoadedConfig, read_document, validate
+from shipyard.config.loader import Document, External, LoadedConfig, validate
 from shipyard.config.schema import ModelConfig, PromptConfig, RouteConfig
 from shipyard.errors import ConfigError
-from shipyard.registry.versions import CURRENT, Registry, Snapshot, _yaml, content_hash
+from shipyard.registry.versions import CURRENT, Registry, Snapshot, content_hash, spec_yaml
 
 ORDER = ("provider", "model", "prompt", "route")  # references point backwards in this order
 SECTIONS = {"provider": "providers", "model": "models", "prompt": "prompts", "route": "routes"}
@@ -160,7 +160,7 @@ def plan(registry: Registry, doc: Document, environ: Mapping[str, str] | None = 
                     new_aliases,
                 )
             )
-    ignored = ["settings"] if doc.raw.get("settings") else []
+    ignored = [s for s in ("settings", "monitoring") if doc.raw.get(s)]
     result = Plan(doc.source, items, ignored=ignored)
     # The registry after the apply must still be servable (e.g. a route in the registry that uses
     # a model this file turns into an embedding model).
@@ -229,10 +229,6 @@ def apply(
     return result
 
 
-def apply_text(registry: Registry, text: str, source: str, **kwargs: Any) -> Plan:
-    return apply(registry, read_document(text, source), **kwargs)
-
-
 def export(registry: Registry) -> str:
     """The registry's current state as a `shipyard.yaml` that `apply` accepts with no changes."""
     snapshot = registry.snapshot()
@@ -268,8 +264,8 @@ def _diff(
 ) -> str:
     import difflib
 
-    left = _yaml(old).splitlines(keepends=True) if old is not None else []
-    right = _yaml(new).splitlines(keepends=True)
+    left = spec_yaml(old).splitlines(keepends=True) if old is not None else []
+    right = spec_yaml(new).splitlines(keepends=True)
     return "".join(
         difflib.unified_diff(left, right, fromfile=f"{name}@v{a}" if a else "(new)", tofile=f"{name}@v{b}")
     )

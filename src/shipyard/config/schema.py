@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shipyard.monitoring.config import MonitoringConfig
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
 
 
@@ -143,6 +145,11 @@ class ShipyardConfig(Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     prompts: list[PromptConfig] = Field(default_factory=list)
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Online evals, drift checks and alert rules of the server that loads this file "
+        "(runtime config like `settings:`; `shipyard apply` ignores it).",
+    )
 
     def model_by_name(self) -> dict[str, ModelConfig]:
         return {m.name: m for m in self.models}

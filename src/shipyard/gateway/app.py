@@ -26,7 +26,9 @@ from shipyard.errors import PayloadTooLarge, ShipyardError
 from shipyard.gateway import validation
 from shipyard.gateway.api import create_api
 from shipyard.gateway.platform import Platform
+from shipyard.tracing.otlp import otlp_traces
 from shipyard.tracing.spans import Trace
+from shipyard.web import create_web
 
 log = logging.getLogger("shipyard.gateway")
 JSON = "application/json"
@@ -110,7 +112,13 @@ def create_app(platform: Platform) -> FastPath:
         )
 
     async def readyz(request: Request) -> Response:
-        providers = {n: {"ready": h.ok, "detail": h.detail} for n, h in gw.runtime.readiness().items()}
+        providers: dict[str, dict[str, Any]] = {
+            n: {"ready": h.ok, "detail": h.detail} for n, h in gw.runtime.readiness().items()
+        }
+        # Informational: a started provider whose health check fails (an upstream that is down)
+        # does not make this instance unready, since fallbacks may still serve its routes.
+        for name, h in (await gw.runtime.probe()).items():
+            providers[name]["health"] = {"ok": h.ok, "detail": h.detail}
         ready = platform.store_ok and all(p["ready"] for p in providers.values())
         body = {
             "status": "ready" if ready else "not ready",
@@ -123,8 +131,15 @@ def create_app(platform: Platform) -> FastPath:
         }
         return _json(body, 200 if ready else 503)
 
+    async def metrics(request: Request) -> Response:
+        body, content_type = platform.metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
     async def on_shipyard_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ShipyardError)
+        path = request.url.path
+        if path in hot and not exc.__dict__.get("shipyard_traced"):
+            platform.metrics.reject(path, exc.code or exc.type)
         headers = {}
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
@@ -179,9 +194,14 @@ def create_app(platform: Platform) -> FastPath:
         *(Route(path, handler, methods=["POST"]) for path, handler in hot.items()),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{name:path}", get_model, methods=["GET"]),
+        # OTLP/HTTP trace ingest: through the router, not FastPath's `hot` (OTLP errors, not OpenAI's).
+        Route("/v1/traces", otlp_traces, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Mount("/api", app=create_api(platform)),
+        # The dashboard takes every other path, so it must stay the last route.
+        Mount("/", app=create_web(platform)),
     ]
     app = Starlette(
         routes=routes,

@@ -14,9 +14,13 @@ from shipyard.config.loader import Document, default_document
 from shipyard.errors import ConfigError
 from shipyard.gateway.runtime import Runtime, build_runtime
 from shipyard.gateway.service import Gateway
+from shipyard.monitoring.config import MonitoringConfig, load_monitoring
+from shipyard.monitoring.metrics import Metrics
+from shipyard.monitoring.service import MonitoringService
 from shipyard.registry.versions import Registry
 from shipyard.settings import Settings
 from shipyard.store.db import Store
+from shipyard.tracing.export import OtlpExporter, parse_headers
 from shipyard.tracing.writer import TraceWriter
 
 log = logging.getLogger("shipyard.gateway")
@@ -31,9 +35,12 @@ class Platform:
     gateway: Gateway
     document: Document | None = None
     applied: Plan | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     started_at: float = field(default_factory=time.time)
     store_ok: bool = False
+    exporter: OtlpExporter | None = None  # set when `otlp_export_endpoint` is
     reload_error: str | None = None
+    monitoring: MonitoringService | None = None  # online evals, drift checks, alert rules
     _retired: list[Runtime] = field(default_factory=list)
     _watcher: asyncio.Task[None] | None = None
     _failed_revision: int | None = None
@@ -63,6 +70,25 @@ class Platform:
         )
         gateway = Gateway(runtime, writer, settings.default_timeout)
         platform = cls(settings, store, registry, writer, gateway, document, applied)
+        platform.metrics = Metrics(settings.metrics_max_label_values)
+        platform.metrics.bind(platform)
+        gateway.observers.append(platform.metrics.observe)
+        if settings.otlp_export_endpoint:
+            platform.exporter = OtlpExporter(
+                settings.otlp_export_endpoint,
+                headers=parse_headers(settings.otlp_export_headers),
+                timeout=settings.otlp_export_timeout,
+                queue_size=settings.trace_queue_size,
+            )
+            writer.on_written.append(platform.exporter.submit)
+        monitoring = (
+            load_monitoring(document.raw.get("monitoring"), document.source, document.where)
+            if document is not None
+            else MonitoringConfig()
+        )
+        platform.monitoring = MonitoringService(monitoring, store, settings, gateway)
+        for warning in platform.monitoring.check_routes(set(runtime.routes)):
+            log.warning("monitoring: %s", warning)
         platform.store_ok = True
         return platform
 
@@ -71,8 +97,12 @@ class Platform:
         return self.gateway.runtime
 
     async def open(self) -> None:
+        if self.exporter is not None:
+            self.exporter.start()
         self.writer.start()
         await self.runtime.start()
+        if self.monitoring is not None:
+            await self.monitoring.start()
         self._watcher = asyncio.create_task(self._watch(), name="shipyard-registry-watch")
 
     async def _watch(self) -> None:
@@ -134,6 +164,9 @@ class Platform:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         deadline = time.monotonic() + self.settings.shutdown_timeout
+        if self.monitoring is not None:
+            # First: its judge calls go through the gateway, which closes below.
+            await self.monitoring.stop(min(10.0, self.settings.shutdown_timeout))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.gateway.idle.wait(), self.settings.shutdown_timeout)
         for old in self._retired:
@@ -147,4 +180,14 @@ class Platform:
             self.writer.written,
             self.writer.dropped,
         )
+        if self.exporter is not None:
+            exporter = self.exporter
+            pending = exporter.pending
+            await asyncio.to_thread(exporter.close, max(1.0, deadline - time.monotonic()))
+            log.info(
+                "OTLP export flushed (%d pending at shutdown, %d exported in total, %d dropped)",
+                pending,
+                exporter.exported,
+                exporter.dropped,
+            )
         self.store.close()

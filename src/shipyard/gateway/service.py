@@ -49,6 +49,9 @@ class Gateway:
         self.in_flight = 0
         self.idle = asyncio.Event()  # set whenever no request is in flight (shutdown waits on it)
         self.idle.set()
+        # Called with every finished trace, on the request path: metrics, online-eval sampling.
+        # Each must be cheap and must not raise; slow work belongs on a queue of its own.
+        self.observers: list[Callable[[Trace], None]] = []
 
     def _enter(self, runtime: Runtime) -> None:
         self.in_flight += 1
@@ -138,6 +141,9 @@ class Gateway:
         return Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
 
     def _attempt_span(self, trace: Trace, root: Span, op: str, target: Target, n: int, call: Call) -> Span:
+        # A request that fails on every attempt is charged to the last target it tried (metrics and
+        # the dashboard's per-model error rates); a success overwrites these with what answered.
+        trace.target, trace.provider, trace.model = target.label, target.provider_name, target.provider_model
         span = trace.span(
             f"{OPERATIONS[op]} {target.provider_model}",
             parent=root,
@@ -184,6 +190,8 @@ class Gateway:
     ) -> None:
         trace.end = time.time()
         if error is not None:
+            # Already counted through its trace; the app counts only errors that have none.
+            error.__dict__["shipyard_traced"] = True
             trace.status = "error"
             trace.status_code = status
             trace.error = str(error)[:2000]
@@ -192,6 +200,11 @@ class Gateway:
             root.finish("ok")
         if trace.ttft_ms is not None:
             root.attributes[sc.TTFT_MS] = round(trace.ttft_ms, 3)
+        for observe in self.observers:
+            try:
+                observe(trace)
+            except Exception:
+                log.exception("trace observer %r failed", observe)
         if self.writer is not None:
             self.writer.submit(trace)
 

@@ -35,6 +35,7 @@ from shipyard.guard import pii
 from shipyard.store import datasets as q
 from shipyard.store.datasets import TraceSelection
 from shipyard.store.db import Store
+from shipyard.store.feedback import check_filter as check_feedback_filter
 
 __all__ = [
     "FORMATS",
@@ -881,6 +882,8 @@ def from_traces(
         raise InvalidRequest(f"`status` must be `ok` or `error`; got `{selection.status}`", param="status")
     if selection.limit is not None and selection.limit < 1:
         raise InvalidRequest(f"`limit` must be >= 1; got {selection.limit}", param="limit")
+    if selection.feedback is not None:
+        check_feedback_filter(selection.feedback)
     filters = {k: v for k, v in asdict(selection).items() if v is not None}
     rows = q.select_traces(store, selection)
     examples = []

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shipyard.store.db import Store
+from shipyard.store.feedback import trace_condition as feedback_condition
 from shipyard.store.tables import dataset_examples, dataset_versions, datasets, traces
 
 VERSION_COLUMNS = (
@@ -221,6 +222,7 @@ class TraceSelection:
     prompt_version: int | None = None
     tag: str | None = None
     limit: int | None = None
+    feedback: str | None = None  # positive | negative | any | none (store/feedback.py)
 
 
 TRACE_SOURCE_COLUMNS = (
@@ -268,6 +270,8 @@ def select_traces(store: Store, sel: TraceSelection) -> list[dict[str, Any]]:
         cond.append(traces.c.prompt == sel.prompt)
     if sel.prompt_version is not None:
         cond.append(traces.c.prompt_version == sel.prompt_version)
+    if sel.feedback:
+        cond.append(feedback_condition(sel.feedback))
     with store.engine.connect() as conn:
         if sel.tag:
             cond.append(_has_tag(conn.dialect.name, sel.tag))

@@ -223,3 +223,102 @@ eval_cache = sa.Table(
     sa.Column("observation", JSONType, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# -- monitoring (migration 0004) --------------------------------------------------------------------
+# Latency histograms in the rollups use fixed log-spaced bucket bounds (ms): 2**(i/2) for i in 0..39,
+# i.e. 1 ms to ~741 s in steps of √2, plus one overflow bucket. Fixed columns (not a JSON array) so
+# that concurrent writers can add to them with one atomic UPSERT on SQLite and Postgres alike.
+HIST_BOUNDS_MS: tuple[float, ...] = tuple(2 ** (i / 2) for i in range(40))
+HIST_BUCKETS = len(HIST_BOUNDS_MS) + 1
+ROLLUP_PERIODS = (60, 3600)  # one-minute and one-hour rollups
+
+trace_rollups = sa.Table(
+    "trace_rollups",
+    metadata,
+    sa.Column("period", sa.Integer, primary_key=True, doc="bucket width in seconds: 60 or 3600"),
+    sa.Column("bucket", sa.Integer, primary_key=True, doc="unix seconds at the bucket's start"),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("route", sa.String(128), primary_key=True, doc="'' when the trace had none"),
+    sa.Column("model", sa.String(256), primary_key=True, doc="'' when the trace had none"),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("latency_sum", sa.Float, nullable=False),
+    sa.Column("ttft_count", sa.Integer, nullable=False),
+    sa.Column("ttft_sum", sa.Float, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    *(sa.Column(f"lat_{i}", sa.Integer, nullable=False) for i in range(HIST_BUCKETS)),
+    *(sa.Column(f"ttft_{i}", sa.Integer, nullable=False) for i in range(HIST_BUCKETS)),
+    sqlite_with_rowid=False,
+)
+
+# User feedback on a trace: thumbs (score 1 / 0) or a number, with an optional comment.
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False, doc="what was rated; default `user`"),
+    sa.Column("kind", sa.String(16), nullable=False, doc="thumbs | numeric"),
+    sa.Column("score", sa.Float, nullable=False, doc="thumbs: 1 up, 0 down"),
+    sa.Column("comment", sa.Text),
+    sa.Column("user_id", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_feedback_trace", feedback.c.trace_id)
+sa.Index("ix_feedback_created", feedback.c.created_at)
+
+# Scores attached to traces (online evals sample live traffic and score it in the background).
+trace_scores = sa.Table(
+    "trace_scores",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, doc="the scorer's name"),
+    sa.Column("score", sa.Float),
+    sa.Column("passed", sa.Boolean),
+    sa.Column("detail", JSONType),
+    sa.Column("source", sa.String(16), nullable=False, doc="online | manual"),
+    sa.Column("route", sa.String(128)),
+    sa.Column("trace_time", sa.Float, nullable=False, doc="the trace's start time, for charts"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_trace_scores_trace", trace_scores.c.trace_id)
+sa.Index("ix_trace_scores_name_time", trace_scores.c.name, trace_scores.c.trace_time)
+
+drift_reports = sa.Table(
+    "drift_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("route", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("reference", JSONType, nullable=False, doc="how the reference sample was chosen"),
+    sa.Column("current", JSONType, nullable=False, doc="how the current sample was chosen"),
+    sa.Column("n_reference", sa.Integer, nullable=False),
+    sa.Column("n_current", sa.Integer, nullable=False),
+    sa.Column("drifted", sa.Boolean, nullable=False),
+    sa.Column("results", JSONType, nullable=False, doc="every test's statistic and p-value, topics"),
+)
+sa.Index("ix_drift_reports_route_created", drift_reports.c.route, drift_reports.c.created_at)
+
+# Alert state changes (append-only): one row per firing episode, updated when it resolves.
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.String(128), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, doc="rule + labels: deduplicates"),
+    sa.Column("state", sa.String(16), nullable=False, doc="firing | resolved"),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("labels", JSONType),
+    sa.Column("value", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("message", sa.Text),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deliveries", JSONType, doc="per channel: ok or the error"),
+)
+sa.Index("ix_alert_events_fingerprint", alert_events.c.fingerprint, alert_events.c.started_at)
+sa.Index("ix_alert_events_started", alert_events.c.started_at)

@@ -9,7 +9,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from shipyard.store import rollups
+from shipyard.store.datasets import _has_tag as has_tag
 from shipyard.store.db import Store
+from shipyard.store.feedback import trace_condition as feedback_condition
 from shipyard.store.tables import spans, traces
 from shipyard.tracing.spans import Trace
 
@@ -121,8 +124,16 @@ def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", m
     with store.engine.begin() as conn:
         if trace_rows:
             conn.exec_driver_sql(_insert_sql(conn, traces, TRACE_COLUMNS), trace_rows)
+            rollups.add(conn, rollups.deltas(row_facts(r) for r in trace_rows))
         if span_rows:
             conn.exec_driver_sql(_insert_sql(conn, spans, SPAN_COLUMNS), span_rows)
+
+
+def row_facts(row: Sequence[Any]) -> rollups.TraceFacts:
+    """What a trace_row() tuple contributes to the rollups."""
+    return rollups.TraceFacts(
+        row[1], row[3], row[5], row[8], row[9], row[12], row[13], row[14], row[15], row[16]
+    )
 
 
 @dataclass
@@ -133,9 +144,21 @@ class TraceFilter:
     since: float | None = None
     until: float | None = None
     search: str | None = None
+    source: str | None = None
+    tag: str | None = None
+    feedback: str | None = None  # positive | negative | any | none (see store/feedback.py)
+
+    def indexed_only(self) -> bool:
+        """True when an index walks the matches in time order (route, time range) and nothing
+        else has to be checked row by row."""
+        return not (self.model or self.status or self.source or self.search or self.tag or self.feedback)
 
 
-def _where(f: TraceFilter) -> list[Any]:
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(f: TraceFilter, dialect: str = "sqlite") -> list[Any]:
     cond: list[Any] = []
     if f.route:
         cond.append(traces.c.route == f.route)
@@ -143,13 +166,30 @@ def _where(f: TraceFilter) -> list[Any]:
         cond.append(traces.c.model == f.model)
     if f.status:
         cond.append(traces.c.status == f.status)
+    if f.source:
+        cond.append(traces.c.source == f.source)
     if f.since is not None:
         cond.append(traces.c.start_time >= f.since)
     if f.until is not None:
         cond.append(traces.c.start_time < f.until)
     if f.search:
-        like = f"%{f.search}%"
-        cond.append(sa.or_(sa.cast(traces.c.input, sa.Text).like(like), traces.c.output.like(like)))
+        like = f"%{_like_escape(f.search)}%"
+        # SQLite's LIKE ignores ASCII case already; Postgres needs ILIKE for the same behaviour.
+        if dialect == "postgresql":
+            match = [
+                sa.cast(traces.c.input, sa.Text).ilike(like, escape="\\"),
+                traces.c.output.ilike(like, escape="\\"),
+            ]
+        else:
+            match = [
+                sa.cast(traces.c.input, sa.Text).like(like, escape="\\"),
+                traces.c.output.like(like, escape="\\"),
+            ]
+        cond.append(sa.or_(*match))
+    if f.tag:
+        cond.append(has_tag(dialect, f.tag))
+    if f.feedback:
+        cond.append(feedback_condition(f.feedback))
     return cond
 
 
@@ -159,15 +199,133 @@ SUMMARY_COLUMNS = [c for c in traces.c if c.name not in ("input", "output", "att
 def list_traces(
     store: Store, f: TraceFilter | None = None, limit: int = 50, offset: int = 0
 ) -> list[dict[str, Any]]:
-    q = sa.select(*SUMMARY_COLUMNS).where(*_where(f or TraceFilter()))
-    q = q.order_by(traces.c.start_time.desc()).limit(limit).offset(offset)
     with store.engine.connect() as conn:
+        q = sa.select(*SUMMARY_COLUMNS).where(*_where(f or TraceFilter(), conn.dialect.name))
+        q = q.order_by(traces.c.start_time.desc()).limit(limit).offset(offset)
         return [r._asdict() for r in conn.execute(q)]
 
 
-def count_traces(store: Store, f: TraceFilter | None = None) -> int:
-    q = sa.select(sa.func.count()).select_from(traces).where(*_where(f or TraceFilter()))
+# -- keyset pages -----------------------------------------------------------------------------------
+# Pages are keyed by (start_time, trace_id), newest first, so a page costs the same however deep
+# it is and no COUNT over the table is needed. A filter that is not an index (model, status,
+# source, text, tag, feedback) is checked row by row, so each page scans at most SCAN_LIMIT traces
+# (walked newest first along ix_traces_start_time or ix_traces_route_start); when that window
+# ends before the page is full, the page says where it stopped and its `older` cursor continues
+# from there.
+SCAN_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A position in the newest-first order; ``trace_id == ""`` means "before this time"."""
+
+    start_time: float
+    trace_id: str
+
+    def encode(self) -> str:
+        return f"{self.start_time!r}_{self.trace_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        when, sep, tid = text.partition("_")
+        try:
+            start = float(when)
+        except ValueError:
+            start = float("nan")
+        if not sep or start != start or len(tid) > 32 or not all(c in "0123456789abcdefABCDEF" for c in tid):
+            raise ValueError(f"`{text}` is not a trace-list cursor; use the `older`/`newer` value of a page")
+        return cls(start, tid)
+
+
+@dataclass
+class TracePage:
+    rows: list[dict[str, Any]]
+    newer: Cursor | None  # pass with direction="newer" for the page before this one
+    older: Cursor | None  # pass with direction="older" for the page after this one
+    scanned_to: float | None = None  # set when the scan window ended the page early: its oldest time
+    scan_limit: int = SCAN_LIMIT
+
+
+PAGE_COLUMNS = [*SUMMARY_COLUMNS, traces.c.input]
+
+
+def _keyset(cursor: Cursor, direction: str) -> Any:
+    t, tid = traces.c.start_time, traces.c.trace_id
+    if direction == "older":
+        # The first conjunct alone is what the index range uses; the second settles ties.
+        return sa.and_(t <= cursor.start_time, sa.or_(t < cursor.start_time, tid < cursor.trace_id))
+    return sa.and_(t >= cursor.start_time, sa.or_(t > cursor.start_time, tid > cursor.trace_id))
+
+
+def page_traces(
+    store: Store,
+    f: TraceFilter | None = None,
+    *,
+    limit: int = 50,
+    cursor: Cursor | None = None,
+    direction: str = "older",
+    scan_limit: int = SCAN_LIMIT,
+) -> TracePage:
+    """One page of traces matching ``f``, newest first (summary columns plus ``input``).
+
+    ``direction="older"`` (default) starts after ``cursor`` (or at the newest trace);
+    ``"newer"`` returns the page just before ``cursor``.
+    """
+    if direction not in ("older", "newer"):
+        raise ValueError("direction must be `older` or `newer`")
+    f = f or TraceFilter()
+    newest_first = direction == "older"
+    t, tid = traces.c.start_time, traces.c.trace_id
     with store.engine.connect() as conn:
+        dialect = conn.dialect.name
+        base: list[Any] = []
+        if f.route:
+            base.append(traces.c.route == f.route)
+        if f.since is not None:
+            base.append(t >= f.since)
+        if f.until is not None:
+            base.append(t < f.until)
+        if cursor is not None:
+            base.append(t <= cursor.start_time if newest_first else t >= cursor.start_time)
+        bound = None
+        if not f.indexed_only():
+            # Where does a window of `scan_limit` traces end? An index-only walk, a few ms per 100k.
+            edge = sa.select(t).where(*base).order_by(t.desc() if newest_first else t.asc())
+            bound = conn.execute(edge.limit(1).offset(scan_limit - 1)).scalar()
+        cond = _where(f, dialect)
+        if cursor is not None:
+            cond.append(_keyset(cursor, direction))
+        if bound is not None:
+            cond.append(t >= bound if newest_first else t <= bound)
+        order = [t.desc(), tid.desc()] if newest_first else [t.asc(), tid.asc()]
+        q = sa.select(*PAGE_COLUMNS).where(*cond).order_by(*order).limit(limit + 1)
+        rows = [r._asdict() for r in conn.execute(q)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    scanned_to = None
+    if not more and bound is not None:
+        scanned_to = bound  # the window ended the scan, not the data
+    if not newest_first:
+        rows.reverse()
+    first = Cursor(rows[0]["start_time"], rows[0]["trace_id"]) if rows else None
+    last = Cursor(rows[-1]["start_time"], rows[-1]["trace_id"]) if rows else None
+    if newest_first:
+        newer = first if cursor is not None else None
+        older = last if more else (Cursor(scanned_to, "") if scanned_to is not None else None)
+    else:
+        # After a cut-short scan, continue strictly after everything it covered.
+        newer = Cursor(scanned_to, "f" * 32) if scanned_to is not None else (first if more else None)
+        older = last
+    return TracePage(rows, newer, older, scanned_to, scan_limit)
+
+
+def count_traces(store: Store, f: TraceFilter | None = None) -> int:
+    with store.engine.connect() as conn:
+        q = (
+            sa.select(sa.func.count())
+            .select_from(traces)
+            .where(*_where(f or TraceFilter(), conn.dialect.name))
+        )
         return int(conn.execute(q).scalar() or 0)
 
 

@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shipyard.store import traces as trace_queries
@@ -40,6 +41,9 @@ class TraceWriter:
         self.written = 0
         self.dropped = 0
         self.failed_batches = 0
+        # Called from the writer thread with each batch once it is stored (e.g. the OTLP exporter
+        # queueing it); each must return quickly and must not raise.
+        self.on_written: list[Callable[[list[Trace]], None]] = []
 
     @property
     def pending(self) -> int:
@@ -130,6 +134,11 @@ class TraceWriter:
             try:
                 trace_queries.insert_traces(self.store, batch, self.capture, self.max_chars)
                 self.written += len(batch)
+                for hook in self.on_written:
+                    try:
+                        hook(batch)
+                    except Exception:
+                        log.exception("trace writer hook %r failed", hook)
                 return
             except Exception as exc:  # the store may be locked or briefly unreachable
                 if attempt == 5:

@@ -28,6 +28,9 @@ ROUTERS = (
     "shipyard.gateway.api.datasets",
     "shipyard.gateway.api.runs",
     "shipyard.gateway.api.evals",
+    "shipyard.gateway.api.alerts",
+    "shipyard.gateway.api.drift",
+    "shipyard.gateway.api.monitoring",
 )
 
 
@@ -73,11 +76,5 @@ def create_api(platform: Any) -> FastAPI:
         )
 
     for name in ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        api.include_router(module.router)
+        api.include_router(importlib.import_module(name).router)
     return api

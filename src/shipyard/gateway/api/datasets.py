@@ -71,6 +71,9 @@ class FromTracesRequest(_Strict):
     prompt: str | None = Field(None, description="Only traces rendered from this prompt.")
     prompt_version: int | None = Field(None, ge=1)
     tag: str | None = Field(None, description="Only traces whose tags contain this one.")
+    feedback: Literal["positive", "negative", "any", "none"] | None = Field(
+        None, description="Only traces with positive (score >= 0.5), negative, any or no user feedback."
+    )
     limit: int | None = Field(None, ge=1, description="At most this many traces (the newest).")
     scrub_pii: bool = Field(False, description="Replace e-mails, phones, cards, IBANs with typed markers.")
     dedupe: bool = False
@@ -307,6 +310,7 @@ def from_traces(
         prompt_version=body.prompt_version,
         tag=body.tag,
         limit=body.limit,
+        feedback=body.feedback,
     )
     result = svc.from_traces(
         store,

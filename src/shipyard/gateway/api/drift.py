@@ -1,0 +1,117 @@
+"""``/api/drift``: drift reports of routes, and on-demand checks. Handlers are plain ``def``
+(FastAPI runs them in its thread pool): a check reads the store and computes for about a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from shipyard.gateway.api import deps
+from shipyard.monitoring import drift as svc
+from shipyard.store import drift as q
+from shipyard.store.db import Store
+
+router = APIRouter(prefix="/drift", tags=["drift"])
+
+_SPEC = (
+    "Window spec: `1h`, `7d offset 1d`, `2026-11-01T00:00..2026-11-08T00:00` (UTC unless an offset is "
+    "given), or `dataset:NAME@v2`."
+)
+
+
+class RunDriftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    route: str = Field(min_length=1, description="The route whose traffic is checked.")
+    reference: str = Field(svc.DEFAULT_REFERENCE, description="Reference sample. " + _SPEC)
+    current: str = Field(svc.DEFAULT_CURRENT, description="Current sample. " + _SPEC)
+    alpha: float = Field(svc.DEFAULT_ALPHA, gt=0, lt=1, description="Level after Bonferroni correction.")
+    max_samples: int = Field(svc.DEFAULT_MAX_SAMPLES, ge=5, le=20000, description="Cap per sample.")
+    min_samples: int = Field(
+        svc.DEFAULT_MIN_SAMPLES, ge=5, description="Fewer traces: 400 insufficient_samples."
+    )
+    psi_threshold: float | None = Field(
+        svc.DEFAULT_PSI_THRESHOLD,
+        gt=0,
+        description="PSI at or above this means drift; null: PSI does not vote.",
+    )
+    seed: int = Field(0, ge=0, description="Seeds sampling, permutations and clustering.")
+
+
+class DriftSummaryOut(BaseModel):
+    id: int
+    route: str
+    created_at: float
+    reference: dict[str, Any] = Field(description="How the reference sample was chosen, resolved.")
+    current: dict[str, Any]
+    n_reference: int
+    n_current: int
+    drifted: bool
+    reasons: list[str] = Field(description="The tests that found drift.")
+    metrics: dict[str, float] = Field(description="Flat numbers; alert rules use them as `drift.<key>`.")
+
+
+class DriftListOut(BaseModel):
+    data: list[DriftSummaryOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DriftReportOut(BaseModel):
+    id: int
+    route: str
+    created_at: float
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    n_reference: int
+    n_current: int
+    drifted: bool
+    results: dict[str, Any] = Field(
+        description="Every test with statistic and p-value, skipped tests, topics."
+    )
+    metrics: dict[str, float]
+
+
+@router.get("", response_model=DriftListOut, summary="List drift reports, newest first")
+def list_drift(
+    route: str | None = Query(None, description="Only this route's reports."),
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    reports = svc.list_reports(store, route, limit=limit, offset=offset)
+    return {
+        "data": [r.summary() for r in reports],
+        "total": q.count_reports(store, route),
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{report_id}", response_model=DriftReportOut, summary="One drift report with every test")
+def get_drift(report_id: int, store: Store = Depends(deps.store)) -> dict[str, Any]:
+    return svc.get_report(store, report_id).to_dict()
+
+
+@router.post(
+    "/run",
+    response_model=DriftReportOut,
+    status_code=201,
+    summary="Run a drift check now and save its report",
+)
+def run_drift(body: RunDriftRequest, store: Store = Depends(deps.store)) -> dict[str, Any]:
+    report = svc.run_drift(
+        store,
+        body.route,
+        body.reference,
+        body.current,
+        alpha=body.alpha,
+        max_samples=body.max_samples,
+        min_samples=body.min_samples,
+        psi_threshold=body.psi_threshold,
+        seed=body.seed,
+    )
+    return report.to_dict()

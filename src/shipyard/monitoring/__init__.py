@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics, drift detection, online evals and alert rules."""

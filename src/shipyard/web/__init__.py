@@ -1,0 +1,193 @@
+"""The dashboard: server-rendered pages (Starlette + Jinja2) served by ``shipyard up`` at ``/``.
+
+Pages live in page modules (``PAGE_MODULES``), each exporting ``routes``: a list of Starlette
+routes. A module that is not installed is skipped, so pages land one module at a time. Charts are
+Plotly.js from the installed ``plotly`` package; pages load nothing from other hosts.
+See ``web/README.md`` for how to add a page and test it in Chromium.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, get_route_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shipyard.errors import ShipyardError
+
+log = logging.getLogger("shipyard.web")
+
+PAGE_MODULES = (
+    "shipyard.web.traffic_pages",  # overview, traces, trace
+    "shipyard.web.registry_pages",  # prompts, datasets, runs, evals
+    "shipyard.web.monitor_pages",  # drift, alerts
+)
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser navigating (not an API client that strayed onto a dashboard path)."""
+    if request.method not in ("GET", "HEAD") or request.url.path.startswith(("/v1/", "/api/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _json_error(
+    status: int, message: str, type_: str = "invalid_request_error", param: Any = None
+) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _not_found_message(request: Request) -> str:
+    if request.url.path.startswith("/v1"):
+        return (
+            f"no endpoint at {request.method} {request.url.path}; the gateway serves "
+            "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models"
+        )
+    return f"no page at {request.url.path}; the dashboard starts at /"
+
+
+def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+    from shipyard.web.common import render
+
+    return render(
+        request,
+        "error.html",
+        {"status": status, "title": title, "message": message},
+        status=status,
+        active="",
+    )
+
+
+async def _on_shipyard_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ShipyardError)
+    if not _wants_html(request):
+        return _json_error(exc.status, exc.message, exc.type, exc.param)
+    title = "Not found" if exc.status == 404 else "Cannot show this page"
+    return _error_page(request, exc.status, title, exc.message)
+
+
+def _allowed_elsewhere(request: Request) -> set[str]:
+    """Methods the enclosing app's other routes accept on this path. The dashboard is mounted at
+    ``/`` after them, so it matches every path; without this a GET on a POST-only endpoint such as
+    ``/v1/chat/completions`` would get the dashboard's 404 instead of the app's 405."""
+    outer = request.scope.get("router")
+    methods: set[str] = set()
+    if outer is None or outer is request.app.router:
+        return methods
+    path = get_route_path(request.scope)
+    for route in getattr(outer, "routes", ()):
+        if isinstance(route, Route) and route.path_regex.match(path) and route.methods:
+            methods |= route.methods
+    return methods
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    allowed = _allowed_elsewhere(request) if exc.status_code == 404 else set()
+    if allowed:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        response = _json_error(405, message)
+        response.headers["allow"] = ", ".join(sorted(allowed))
+        return response
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = _not_found_message(request)
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    if not _wants_html(request):
+        return _json_error(exc.status_code, message)
+    title = "Page not found" if exc.status_code == 404 else f"HTTP {exc.status_code}"
+    return _error_page(request, exc.status_code, title, message)
+
+
+class _Unexpected:
+    """Turns an unexpected exception into a 500 page (or JSON error) and logs it once.
+
+    Inside the app's middleware stack, so the exception stops here instead of reaching Starlette's
+    outermost handler, which would re-raise it through the gateway app into the server's log too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope, receive)
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            message = f"internal error ({type(exc).__name__}); see the server log"
+            if _wants_html(request):
+                response = _error_page(request, 500, "Something went wrong", message)
+            else:
+                response = _json_error(500, message, "api_error")
+            await response(scope, receive, send)
+
+
+async def _favicon(request: Request) -> Response:
+    from shipyard.web.assets import LONG_CACHE
+    from shipyard.web.common import STATIC
+
+    return FileResponse(
+        STATIC / "favicon.svg", media_type="image/svg+xml", headers={"cache-control": LONG_CACHE}
+    )
+
+
+def page_routes() -> list[BaseRoute]:
+    """Every page module's routes, in ``PAGE_MODULES`` order."""
+    routes: list[BaseRoute] = []
+    for name in PAGE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        routes.extend(module.routes)
+    return routes
+
+
+def create_web(platform: Any) -> Starlette:
+    """The dashboard as an ASGI app; ``gateway/app.py`` mounts it at ``/`` after every other route."""
+    from shipyard.web.assets import CachedStatic, plotly_js
+    from shipyard.web.common import STATIC
+
+    routes: list[BaseRoute] = [
+        Route("/static/vendor/plotly.min.js", plotly_js, methods=["GET", "HEAD"]),
+        Mount("/static", app=CachedStatic(directory=str(STATIC)), name="static"),
+        Route("/favicon.ico", _favicon, methods=["GET", "HEAD"]),
+        *page_routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ShipyardError: _on_shipyard_error,
+            HTTPException: _on_http_error,
+        },
+        middleware=[Middleware(_Unexpected)],
+    )
+    app.state.platform = platform
+    return app
