@@ -108,9 +108,9 @@ def test_traces_list_and_show_after_traffic(shipyard_server: Any, tmp_path: Path
     shown = json.loads(
         shipyard("traces", "show", trace_id[:20], "--home", home, "--json", cwd=tmp_path).stdout
     )
-    assert shown["trace_id"] == trace_id and len(shown["spans"]) == 3
+    assert shown["trace_id"] == trace_id and len(shown["spans"]) == 2
     text = shipyard("traces", "show", trace_id, "--home", home, cwd=tmp_path).stdout
-    assert "find me later" in text and "Fair winds and following seas" in text and "route default" in text
+    assert "find me later" in text and "Fair winds and following seas" in text and "chat default" in text
     missing = shipyard("traces", "show", "ffffffff", "--home", home, cwd=tmp_path, check=False)
     assert missing.returncode == 1 and "no trace" in missing.stdout
     bad = shipyard("traces", "list", "--home", home, "--since", "yesterday-ish", cwd=tmp_path, check=False)

@@ -57,7 +57,8 @@ def test_chat_stream_completion_and_embedding_traces(shipyard_server: Any) -> No
     attrs = root["attributes"]
     assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "default"
     assert attrs["gen_ai.request.temperature"] == 0.3 and attrs["gen_ai.request.max_tokens"] == 8
-    assert {s["name"] for s in t["spans"]} == {"chat default", "route default", "chat fake-chat"}
+    assert {s["name"] for s in t["spans"]} == {"chat default", "chat fake-chat"}
+    assert attrs["shipyard.candidates"] == ["fake-chat"] and attrs["shipyard.route"] == "default"
     (attempt,) = attempt_spans(t)
     assert attempt["parent_id"] == root["span_id"]
     a = attempt["attributes"]

@@ -241,7 +241,7 @@ TRACE_SOURCE_COLUMNS = (
 )
 
 
-def _has_tag(dialect: str, tag: str) -> Any:
+def has_tag(dialect: str, tag: str) -> Any:
     if dialect == "postgresql":
         return sa.cast(traces.c.tags, JSONB).op("@>")(
             sa.cast(sa.literal(orjson.dumps([tag]).decode()), JSONB)
@@ -274,7 +274,7 @@ def select_traces(store: Store, sel: TraceSelection) -> list[dict[str, Any]]:
         cond.append(feedback_condition(sel.feedback))
     with store.engine.connect() as conn:
         if sel.tag:
-            cond.append(_has_tag(conn.dialect.name, sel.tag))
+            cond.append(has_tag(conn.dialect.name, sel.tag))
         q = sa.select(*TRACE_SOURCE_COLUMNS).where(*cond)
         if sel.limit is not None:
             q = q.order_by(traces.c.start_time.desc(), traces.c.trace_id.desc()).limit(sel.limit)

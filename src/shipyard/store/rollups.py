@@ -270,7 +270,7 @@ def series(
     """(bucket start, totals) per ``step`` seconds, oldest first; empty steps are left out."""
     period = 60 if step < 3600 or choose_period(since, until) == 60 else 3600
     step = max(period, step // period * period)
-    slot = (trace_rollups.c.bucket / step * step).label("slot")
+    slot = (trace_rollups.c.bucket // step * step).label("slot")
     q = (
         sa.select(slot, *_sums())
         .where(*_filters(since, until, period, route, model, source))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +10,12 @@ import orjson
 import sqlalchemy as sa
 
 from shipyard.store import rollups
-from shipyard.store.datasets import _has_tag as has_tag
+from shipyard.store.datasets import has_tag
 from shipyard.store.db import Store
 from shipyard.store.feedback import trace_condition as feedback_condition
 from shipyard.store.tables import spans, traces
-from shipyard.tracing.spans import Trace
+from shipyard.tracing import semconv as sc
+from shipyard.tracing.spans import Span, Trace
 
 
 def _cut(text: str, n: int) -> str:
@@ -105,6 +106,39 @@ def trace_row(t: Trace, capture: str = "full", max_chars: int = 2000) -> tuple[A
     )  # fmt: skip
 
 
+def _implied(t: Mapping[str, Any]) -> dict[str, Any]:
+    """Root-span attributes of a gateway trace that repeat its trace row: stored once, in the row."""
+    out: dict[str, Any] = {
+        sc.OPERATION_NAME: t["operation"],
+        sc.REQUEST_MODEL: t["route"],
+        sc.ROUTE: t["route"],
+        sc.STREAM: bool(t["stream"]),
+    }
+    if t["ttft_ms"] is not None:
+        out[sc.TTFT_MS] = t["ttft_ms"]
+    return out
+
+
+def _stored_attributes(t: Trace, sp: Span) -> dict[str, Any] | None:
+    if sp.parent_id is not None or t.source != "gateway" or not sp.attributes:
+        return sp.attributes or None
+    implied = _implied(
+        {
+            "operation": t.operation,
+            "route": t.route,
+            "stream": t.stream,
+            "ttft_ms": None if t.ttft_ms is None else round(t.ttft_ms, 3),
+        }
+    )
+    kept = {k: v for k, v in sp.attributes.items() if k not in implied or implied[k] != v}
+    return kept or None
+
+
+def _restore_attributes(trace: Mapping[str, Any], span: dict[str, Any]) -> None:
+    if span["parent_id"] is None and trace["source"] == "gateway":
+        span["attributes"] = {**_implied(trace), **(span["attributes"] or {})}
+
+
 def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", max_chars: int = 2000) -> None:
     trace_rows = [trace_row(t, capture, max_chars) for t in batch]
     span_rows = [
@@ -116,7 +150,7 @@ def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", m
             sp.start,
             sp.end or sp.start,
             sp.status,
-            _dumps(sp.attributes or None),
+            _dumps(_stored_attributes(t, sp)),
         )
         for t in batch
         for sp in t.spans
@@ -345,4 +379,6 @@ def get_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
             sa.select(spans).where(spans.c.trace_id == out["trace_id"]).order_by(spans.c.start_time)
         )
         out["spans"] = [s._asdict() for s in span_rows]
+        for span in out["spans"]:
+            _restore_attributes(out, span)
         return out
