@@ -289,7 +289,10 @@ class Dashboard:
         return httpx.Client(base_url=self.server.url + "/api", timeout=30)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API runs an event loop on the main thread while it
+# is started, which breaks every later test that calls asyncio.run() (and a second module's own
+# Playwright). Each browser-test module starts Chromium once and stops it before the next module.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright

@@ -94,7 +94,7 @@ def show(
     home: str = HomeOpt,
     json_out: bool = JsonOpt,
 ) -> None:
-    """Show one trace: summary, spans (the request with its routing decision, each attempt) and the messages."""
+    """Show one trace: summary, spans (the request with its routing, each attempt) and the messages."""
     store = open_store(settings_only(home))
     t = q.get_trace(store, trace_id)
     if t is None:
