@@ -26,8 +26,8 @@ up: install
 	$(BIN)/shipyard up
 
 test: install browser
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python -m shipyard.settings | diff -u docs/reference/settings.md - \
 		|| (echo "docs/reference/settings.md is stale: run 'make docs'"; exit 1)
@@ -35,6 +35,8 @@ test: install browser
 		|| (echo "docs/reference/providers.md is stale: run 'make docs'"; exit 1)
 	$(BIN)/python -m shipyard.plugins scorers | diff -u docs/reference/scorers.md - \
 		|| (echo "docs/reference/scorers.md is stale: run 'make docs'"; exit 1)
+	$(BIN)/python -m shipyard.plugins scanners | diff -u docs/reference/scanners.md - \
+		|| (echo "docs/reference/scanners.md is stale: run 'make docs'"; exit 1)
 	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output .cli-doc.tmp >/dev/null \
 		&& diff -u docs/reference/cli.md .cli-doc.tmp && rm -f .cli-doc.tmp \
 		|| (rm -f .cli-doc.tmp; echo "docs/reference/cli.md is stale: run 'make docs'"; exit 1)
@@ -47,6 +49,7 @@ docs: install
 	$(BIN)/python -m shipyard.settings > docs/reference/settings.md
 	$(BIN)/python -m shipyard.plugins > docs/reference/providers.md
 	$(BIN)/python -m shipyard.plugins scorers > docs/reference/scorers.md
+	$(BIN)/python -m shipyard.plugins scanners > docs/reference/scanners.md
 	$(BIN)/typer shipyard.cli.main utils docs --name shipyard --title "CLI reference" --output docs/reference/cli.md
 
 bench: install

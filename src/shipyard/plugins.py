@@ -13,6 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from shipyard.evals.core import ScorerType
+    from shipyard.guard.base import ScannerType
     from shipyard.providers.base import ProviderType
 
 hookspec = pluggy.HookspecMarker("shipyard")
@@ -24,6 +25,8 @@ BUILTIN_PLUGINS = (
     "shipyard.providers.local",
     "shipyard.providers.wordllama",
     "shipyard.evals.scorers",
+    "shipyard.guard.scanners",
+    "shipyard.guard.injection",
 )
 
 
@@ -35,6 +38,10 @@ class Specs:
     @hookspec
     def register_scorers(self) -> list[ScorerType]:  # type: ignore[empty-body]
         """Return the eval scorer types this plugin contributes."""
+
+    @hookspec
+    def register_scanners(self) -> list[ScannerType]:  # type: ignore[empty-body]
+        """Return the guard scanner types this plugin contributes."""
 
 
 @functools.cache
@@ -60,6 +67,14 @@ def provider_types() -> dict[str, ProviderType]:
 def scorer_types() -> dict[str, ScorerType]:
     found: dict[str, ScorerType] = {}
     for group in plugin_manager().hook.register_scorers():
+        for stype in group:
+            found[stype.name] = stype
+    return found
+
+
+def scanner_types() -> dict[str, ScannerType]:
+    found: dict[str, ScannerType] = {}
+    for group in plugin_manager().hook.register_scanners():
         for stype in group:
             found[stype.name] = stype
     return found
@@ -126,10 +141,45 @@ def render_scorer_reference() -> str:
     return "\n".join(lines)
 
 
+def render_scanner_reference() -> str:
+    """docs/reference/scanners.md: every guard scanner type's options, generated from their models."""
+    lines = [
+        "# Guard scanner reference",
+        "",
+        "Generated from the scanner option models by `python -m shipyard.plugins scanners`; do not edit "
+        "by hand. Each entry under a route's `guards.input` / `guards.output` has a `type`, an optional "
+        "`name`, and the options of its type (see docs/security.md).",
+        "",
+    ]
+    for name, stype in sorted(scanner_types().items()):
+        lines += [
+            f"## `{name}`",
+            "",
+            " ".join(stype.description.split()),
+            "",
+            f"Stages: {', '.join(stype.stages)}.",
+            "",
+            "| option | default | description |",
+            "|---|---|---|",
+        ]
+        for field, info in stype.options.model_fields.items():
+            if info.is_required():
+                default = "(required)"
+            else:
+                value = info.get_default(call_default_factory=True)
+                default = "(unset)" if value is None else f"`{value}`"
+            description = " ".join((info.description or "").split())
+            lines.append(f"| `{info.alias or field}` | {default} | {description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["scorers"]:
         print(render_scorer_reference(), end="")
+    elif sys.argv[1:] == ["scanners"]:
+        print(render_scanner_reference(), end="")
     else:
         print(render_provider_reference(), end="")

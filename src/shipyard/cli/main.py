@@ -14,6 +14,7 @@ from shipyard.cli import (
     datasets,
     drift,
     evals,
+    guard,
     mock_cmd,
     registry_cmd,
     runs,
@@ -62,6 +63,7 @@ app.add_typer(evals.app, name="eval")
 app.command("promote")(evals.promote)
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(drift.app, name="drift")
+app.add_typer(guard.app, name="guard")
 
 
 def main() -> None:

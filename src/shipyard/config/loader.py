@@ -342,6 +342,17 @@ def validate(
                 f"{where(('routes', i))}: routes[{i}]: route `{r.name}` mixes chat and "
                 "embedding models; a route serves one kind"
             )
+        if r.guards is not None:
+            from shipyard.guard.pipeline import check_guards
+
+            if "embedding" in kinds:
+                problems.append(
+                    f"{where(('routes', i, 'guards'))}: routes[{i}].guards: route `{r.name}` serves "
+                    "embeddings; guards apply to chat and completion routes only"
+                )
+            for loc, msg in check_guards(r.guards):
+                gpath: Path_ = ("routes", i, "guards", *loc)
+                problems.append(f"{where(gpath)}: routes[{i}].{_fmt_path(('guards', *loc))}: {msg}")
         if "embedding" in kinds and (r.prompt or any(t.prompt for t in r.targets)):
             problems.append(
                 f"{where(('routes', i))}: routes[{i}]: route `{r.name}` serves embeddings; "

@@ -73,6 +73,47 @@ class TargetConfig(Strict):
         return self.name or self.model
 
 
+class ScannerSpec(BaseModel):
+    """One guard scanner on a route: ``type`` picks the scanner type; the other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(..., description="Scanner type: pii, secrets, injection, canary… or a plugin's.")
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Label in findings and metrics; defaults to the type."
+    )
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class GuardsConfig(Strict):
+    """A route's guard pipeline (see docs/security.md)."""
+
+    input: list[ScannerSpec] = Field(
+        default_factory=list, description="Scanners run on the client's messages before the provider call."
+    )
+    output: list[ScannerSpec] = Field(
+        default_factory=list, description="Scanners run on the answer before the client gets it."
+    )
+    stream_window_tokens: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Hold-back window of streamed answers, in tokens (4 characters each): a value "
+        "split across chunks is caught if it is shorter than this; time to first token grows by at most it.",
+    )
+    stream_window_chars: int | None = Field(
+        None, ge=1, le=16384, description="The hold-back window in characters (overrides the tokens)."
+    )
+    restore_pii: bool = Field(
+        False,
+        description="Put the original values of PII redacted from the input (`<EMAIL_1>`…) back into "
+        "the answer the client gets; the provider and the stored trace only see placeholders.",
+    )
+
+
 class RouteConfig(Strict):
     name: str = Field(..., pattern=NAME_PATTERN, description="What clients send as `model`.")
     description: str = ""
@@ -87,6 +128,9 @@ class RouteConfig(Strict):
         description="Prompt template rendered server-side, as `name`, `name@alias` (e.g. "
         "`support@production`) or `name@v3`. Clients then send `variables` (and optionally their own "
         "messages, appended after the template).",
+    )
+    guards: GuardsConfig | None = Field(
+        None, description="Input and output guard scanners (prompt injection, PII, secrets, leaks…)."
     )
 
     @field_validator("targets")

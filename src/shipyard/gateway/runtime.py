@@ -20,6 +20,7 @@ from shipyard.providers.base import Health, Provider
 from shipyard.registry.prompts import Prompt
 
 if TYPE_CHECKING:
+    from shipyard.guard.pipeline import GuardPipeline
     from shipyard.registry.versions import Registry, Snapshot
 
 log = logging.getLogger("shipyard.gateway")
@@ -57,6 +58,7 @@ class Route:
     retry_backoff: float = 0.05
     description: str = ""
     version: int | None = None
+    guard: GuardPipeline | None = None  # None: no guards, and no cost on the request path
     _cumulative: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -176,6 +178,11 @@ class Runtime:
         targets = [self._target(t, models, default_timeout, r.prompt) for t in r.targets]
         fallbacks = [self._target(t, models, default_timeout, r.prompt) for t in r.fallbacks]
         kind = targets[0].model.kind
+        guard = None
+        if r.guards is not None:
+            from shipyard.guard.pipeline import GuardPipeline
+
+            guard = GuardPipeline.build(r.name, r.guards)
         return Route(
             r.name,
             kind,
@@ -185,6 +192,7 @@ class Runtime:
             r.retry_backoff,
             r.description,
             self.versions.get(("route", r.name)),
+            guard,
         )
 
     def resolve(self, name: Any, kind: str) -> Route:

@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -25,6 +25,9 @@ from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, U
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
 from shipyard.tracing.writer import TraceWriter
+
+if TYPE_CHECKING:
+    from shipyard.guard.pipeline import GuardState
 
 log = logging.getLogger("shipyard.gateway")
 
@@ -236,8 +239,14 @@ class Gateway:
         trace, root = self._begin(op, route, body, key, headers)
         self._enter(runtime)
         try:
+            guard = route.guard
+            state: GuardState | None = None
+            if guard is not None and op != "embeddings":
+                body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
-            result = await self._try_targets(op, route, plan, body, key, trace, root)
+            result = await self._try_targets(op, route, plan, body, key, trace, root, state)
+            if state is not None and guard is not None and isinstance(result, Completion):
+                result = guard.check_output(op, result, state, trace, root)
         except ShipyardError as exc:
             self._finish(trace, root, exc, exc.status)
             raise
@@ -265,6 +274,7 @@ class Gateway:
         key: str | None,
         trace: Trace,
         root: Span,
+        guard_state: GuardState | None = None,
     ) -> Completion | Embeddings:
         last: ProviderError | None = None
         n = 0
@@ -276,6 +286,8 @@ class Gateway:
                 n += 1
                 trace.attempts = n
                 call = self._call(op, target, body, key, trace)
+                if guard_state is not None and route.guard is not None:
+                    route.guard.prepare_call(call, guard_state)
                 span = self._attempt_span(trace, root, op, target, n, call)
                 provider = target.provider
                 try:
@@ -321,6 +333,10 @@ class Gateway:
         trace, root = self._begin(op, route, body, key, headers)
         self._enter(runtime)
         try:
+            guard = route.guard
+            state: GuardState | None = None
+            if guard is not None:
+                body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
             last: ProviderError | None = None
             n = 0
@@ -332,6 +348,8 @@ class Gateway:
                     n += 1
                     trace.attempts = n
                     call = self._call(op, target, body, key, trace)
+                    if state is not None and guard is not None:
+                        guard.prepare_call(call, state)
                     span = self._attempt_span(trace, root, op, target, n, call)
                     it = (
                         target.provider.stream_chat(call)
@@ -364,6 +382,16 @@ class Gateway:
                         self._fail_span(span, exc)
                         raise
                     trace.target, trace.provider = target.label, target.provider_name
+                    if state is not None and guard is not None and guard.guards_output(state):
+                        # The output guard wraps the stream; a block in the first chunk is still
+                        # an HTTP error, since nothing has been sent yet.
+                        it = guard.stream(op, first, it, state, trace, root)
+                        try:
+                            first = await anext(it)
+                        except ShipyardError:
+                            await _aclose(it)
+                            span.finish("ok")
+                            raise
                     return self._relay(runtime, trace, root, span, target, it, first), trace
             raise _exhausted(route, n, last)
         except ShipyardError as exc:

@@ -24,7 +24,15 @@ EMAIL = "EMAIL"
 PHONE = "PHONE"
 CREDIT_CARD = "CREDIT_CARD"
 IBAN = "IBAN"
+US_SSN = "US_SSN"
+IP_ADDRESS = "IP_ADDRESS"
+PERSON = "PERSON"
 KINDS: tuple[str, ...] = (EMAIL, IBAN, CREDIT_CARD, PHONE)
+# Kinds the guard pipeline may also ask for. They are not in the datasets' default scrub: IP
+# addresses are often the very data a dataset is about (logs, configs), and names are found only
+# next to cues such as "Mr." or "my name is", so their recall is modest.
+EXTRA_KINDS: tuple[str, ...] = (US_SSN, IP_ADDRESS, PERSON)
+ALL_KINDS: tuple[str, ...] = (*KINDS, *EXTRA_KINDS)
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,120 @@ def _phone_ok(text: str, m: re.Match[str]) -> bool:
     return True
 
 
+# -- US social security numbers --------------------------------------------------------------------
+# Printed as 3-2-4 digits with hyphens or spaces; a bare run of nine digits counts only right after
+# "SSN" or "social security". The SSA never issues area 000, 666 or 900–999, group 00 or serial
+# 0000, and it voided the numbers printed on sample cards (078-05-1120, 219-09-9999).
+_SSN_FULL_RE = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
+_SSN_BARE_RE = re.compile(
+    r"\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)\b[^\w\n]{0,4}(?:is\s+)?(\d{9})\b",
+    re.IGNORECASE,
+)
+_SSN_VOID = {"078051120", "219099999", "123456789"}
+
+
+def ssn_ok(digits: str) -> bool:
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return (
+        len(digits) == 9
+        and area not in ("000", "666")
+        and not area.startswith("9")
+        and group != "00"
+        and serial != "0000"
+        and digits not in _SSN_VOID
+    )
+
+
+def _find_ssns(text: str) -> Iterator[tuple[int, int]]:
+    for m in _SSN_FULL_RE.finditer(text):
+        if ssn_ok(m.group(1) + m.group(3) + m.group(4)):
+            yield m.start(), m.end()
+    low = text.lower()
+    if "ssn" not in low and "social" not in low:
+        return
+    for m in _SSN_BARE_RE.finditer(text):
+        if ssn_ok(m.group(1)):
+            yield m.start(1), m.end(1)
+
+
+# -- IP addresses -----------------------------------------------------------------------------------
+# IPv4 with every octet ≤ 255 and no leading zeros, not part of a longer dotted run (a version
+# number like 1.2.3.4.5 or an OID); IPv6 candidates are checked by the standard library.
+_IPV4_FIND_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV6_FIND_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+
+
+def _find_ips(text: str) -> Iterator[tuple[int, int]]:
+    import ipaddress
+
+    for m in _IPV4_FIND_RE.finditer(text):
+        if all(len(o) == 1 or o[0] != "0" for o in m.group(0).split(".")):
+            try:
+                ipaddress.IPv4Address(m.group(0))
+            except ValueError:
+                continue
+            yield m.start(), m.end()
+    for m in _IPV6_FIND_RE.finditer(text):
+        candidate = m.group(0)
+        if candidate.count(":") < 2 or not re.search(r"[0-9A-Fa-f]", candidate):
+            continue  # "::" alone, or a time like 12:30:45 (checked below)
+        if re.fullmatch(r"\d{1,2}:\d{2}(?::\d{2})?", candidate):
+            continue
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            continue
+        yield m.start(), m.end()
+
+
+# -- person names -----------------------------------------------------------------------------------
+# Without a model, a name is recognisable only by its cue: a title ("Dr. Jane Smith"), an
+# introduction ("my name is Jane Smith", "I'm Jane"), or a form label ("Name: Jane Smith"). A
+# name mentioned with no cue ("ask Jane about it") is missed: recall is modest by design, and
+# precision is what keeps the redaction from mangling ordinary capitalised words.
+_NAME = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_NAME_SEQ = rf"{_NAME}(?:\s+(?:[A-Z]\.\s*)?{_NAME}){{0,3}}"
+_PERSON_RES = (
+    re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sir|Madam|Miss)\.?\s+(?P<name>{_NAME_SEQ})"),
+    re.compile(
+        rf"\b(?i:my\s+name\s+is|i\s+am\s+called|this\s+is|signed|regards,|sincerely,|thanks,)\s+"
+        rf"(?P<name>{_NAME_SEQ})"
+    ),
+    re.compile(rf"\b(?i:i'?m|i\s+am)\s+(?P<name>{_NAME}\s+{_NAME}(?:\s+{_NAME})?)"),
+    re.compile(rf"\b(?i:full\s+name|name|patient|customer|employee|contact)\s*:[ \t]*(?P<name>{_NAME_SEQ})"),
+)
+# Capitalised words that follow the cues above without being names ("I am Happy", "this is Monday").
+_NOT_NAMES_LINES = (
+    "I A The This That Here There Not Also Just Very Really Good Fine Okay Ok New It We You They",
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June",
+    "July August September October November December Happy Sorry Glad Sure Your Our Their His Her",
+    "Thanks Thank Hello Hi Dear Team Support Customer Service Admin Manager User",
+)
+_NOT_NAMES = frozenset(w for line in _NOT_NAMES_LINES for w in line.split())
+
+
+def _find_persons(text: str) -> Iterator[tuple[int, int]]:
+    for rx in _PERSON_RES:
+        for m in rx.finditer(text):
+            words = m.group("name").split()
+            # Keep the leading run of words that are not common capitalised non-names.
+            keep = 0
+            for w in words:
+                if w in _NOT_NAMES:
+                    break
+                keep += 1
+            if keep == 0:
+                continue
+            start = m.start("name")
+            end = start + len(" ".join(words[:keep])) if keep < len(words) else m.end("name")
+            if keep < len(words):
+                # Recompute the end on the original spacing.
+                end = start
+                for w in words[:keep]:
+                    end = text.index(w, end) + len(w)
+            yield start, end
+
+
 # -- detection and replacement ----------------------------------------------------------------------
 def _regex_finder(pattern: re.Pattern[str], check: Callable[[str, re.Match[str]], bool]) -> _Finder:
     def find(text: str) -> Iterator[tuple[int, int]]:
@@ -206,20 +328,24 @@ _DETECTORS: tuple[tuple[str, _Finder], ...] = (
     (EMAIL, _regex_finder(_EMAIL_RE, lambda _text, _m: True)),
     (IBAN, _find_ibans),
     (CREDIT_CARD, _regex_finder(_CARD_RE, lambda _text, m: _card_ok(m.group(0)))),
+    (US_SSN, _find_ssns),
     (PHONE, _regex_finder(_PHONE_RE, _phone_ok)),
+    (IP_ADDRESS, _find_ips),
+    (PERSON, _find_persons),
 )
 
 
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Finding]:
     """Every finding in ``text``, in order, without overlaps.
 
-    Detectors run in a fixed priority (e-mail, IBAN, card, phone) and a later one never claims
-    characters an earlier one took: a card number is not also reported as a phone number.
+    Detectors run in a fixed priority (e-mail, IBAN, card, SSN, phone, IP, person) and a later one
+    never claims characters an earlier one took: a card number is not also reported as a phone
+    number. ``kinds`` defaults to the datasets' scrub set; ``ALL_KINDS`` adds SSN, IP and names.
     """
     wanted = set(kinds)
-    unknown = wanted - set(KINDS)
+    unknown = wanted - set(ALL_KINDS)
     if unknown:
-        raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
+        raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; known: {', '.join(ALL_KINDS)}")
     taken: list[Finding] = []
     for kind, finder in _DETECTORS:
         if kind not in wanted:

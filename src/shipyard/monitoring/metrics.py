@@ -96,6 +96,12 @@ class Metrics:
             ("endpoint", "error_type"),
             registry=r,
         )
+        self.guard_actions = Counter(
+            "shipyard_guard_actions",
+            "Guard findings by route, scanner and action (block, redact, flag), from the trace's findings.",
+            ("route", "scanner", "action"),
+            registry=r,
+        )
         self.label_overflow = Counter(
             "shipyard_metric_label_overflow",
             f"Label values counted as `{OTHER}` because a label already had the maximum distinct values.",
@@ -157,6 +163,11 @@ class Metrics:
             cost.inc(trace.cost_usd)
         if trace.attempts:
             attempts.inc(trace.attempts)
+        findings = trace.attributes.get("guard.findings")
+        if findings:
+            # Scanner names come from the route's config, not from clients: bounded already.
+            for f in findings:
+                self.guard_actions.labels(route, f.get("scanner", ""), f.get("action", "")).inc()
         if trace.status != "ok":
             kind = "error"
             for span in trace.spans:
