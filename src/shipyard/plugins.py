@@ -10,6 +10,7 @@ import functools
 from typing import TYPE_CHECKING
 
 import pluggy
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from shipyard.evals.core import ScorerType
@@ -80,98 +81,71 @@ def scanner_types() -> dict[str, ScannerType]:
     return found
 
 
+def _options_rows(options: type[BaseModel]) -> list[str]:
+    """The Markdown table of an options model: option, default, description."""
+    rows = ["| option | default | description |", "|---|---|---|"]
+    for field, info in options.model_fields.items():
+        if info.is_required():
+            default = "(required)"
+        else:
+            value = info.get_default(call_default_factory=True)
+            default = "(unset)" if value is None else f"`{value}`"
+        description = " ".join((info.description or "").split())
+        rows.append(f"| `{info.alias or field}` | {default} | {description} |")
+    return rows
+
+
+def _reference(intro: list[str], sections: list[tuple[str, str, list[str], type[BaseModel]]]) -> str:
+    """A generated reference page: ``intro``, then per type its description, notes and options."""
+    lines = [*intro, ""]
+    for name, description, notes, options in sorted(sections, key=lambda s: s[0]):
+        lines += [f"## `{name}`", "", " ".join(description.split()), ""]
+        for note in notes:
+            lines += [note, ""]
+        lines += [*_options_rows(options), ""]
+    return "\n".join(lines)
+
+
 def render_provider_reference() -> str:
     """docs/reference/providers.md: every provider type's options, generated from their models."""
-    lines = [
+    intro = [
         "# Provider reference",
         "",
         "Generated from the provider option models by `python -m shipyard.plugins`; do not edit by hand.",
         "Each provider in `shipyard.yaml` has a `name`, a `type`, and the options of its type:",
-        "",
     ]
-    for name, ptype in sorted(provider_types().items()):
-        lines += [
-            f"## `{name}`",
-            "",
-            ptype.description,
-            "",
-            "| option | default | description |",
-            "|---|---|---|",
-        ]
-        for field, info in ptype.options.model_fields.items():
-            if info.is_required():
-                default = "(required)"
-            else:
-                value = info.get_default(call_default_factory=True)
-                default = "(unset)" if value is None else f"`{value}`"
-            lines.append(f"| `{field}` | {default} | {info.description or ''} |")
-        lines.append("")
-    return "\n".join(lines)
+    return _reference(intro, [(n, t.description, [], t.options) for n, t in provider_types().items()])
 
 
 def render_scorer_reference() -> str:
     """docs/reference/scorers.md: every scorer type's options, generated from their models."""
-    lines = [
+    intro = [
         "# Scorer reference",
         "",
         "Generated from the scorer option models by `python -m shipyard.plugins scorers`; do not edit "
         "by hand.",
         "Each entry under `scorers:` in a suite has a `type` and the options of its type. Every score is in "
         "[0, 1]; a case passes a scorer when its score is at least `threshold`.",
-        "",
     ]
-    for name, stype in sorted(scorer_types().items()):
-        lines += [
-            f"## `{name}`",
-            "",
-            stype.description,
-            "",
-            "| option | default | description |",
-            "|---|---|---|",
-        ]
-        for field, info in stype.options.model_fields.items():
-            if info.is_required():
-                default = "(required)"
-            else:
-                value = info.get_default(call_default_factory=True)
-                default = "(unset)" if value is None else f"`{value}`"
-            description = " ".join((info.description or "").split())
-            lines.append(f"| `{info.alias or field}` | {default} | {description} |")
-        lines.append("")
-    return "\n".join(lines)
+    return _reference(intro, [(n, t.description, [], t.options) for n, t in scorer_types().items()])
 
 
 def render_scanner_reference() -> str:
     """docs/reference/scanners.md: every guard scanner type's options, generated from their models."""
-    lines = [
+    intro = [
         "# Guard scanner reference",
         "",
         "Generated from the scanner option models by `python -m shipyard.plugins scanners`; do not edit "
         "by hand. Each entry under a route's `guards.input` / `guards.output` has a `type`, an optional "
         "`name`, and the options of its type (see docs/security.md).",
-        "",
     ]
-    for name, stype in sorted(scanner_types().items()):
-        lines += [
-            f"## `{name}`",
-            "",
-            " ".join(stype.description.split()),
-            "",
-            f"Stages: {', '.join(stype.stages)}.",
-            "",
-            "| option | default | description |",
-            "|---|---|---|",
-        ]
-        for field, info in stype.options.model_fields.items():
-            if info.is_required():
-                default = "(required)"
-            else:
-                value = info.get_default(call_default_factory=True)
-                default = "(unset)" if value is None else f"`{value}`"
-            description = " ".join((info.description or "").split())
-            lines.append(f"| `{info.alias or field}` | {default} | {description} |")
-        lines.append("")
-    return "\n".join(lines)
+    return _reference(
+        intro,
+        [
+            (n, t.description, [f"Stages: {', '.join(t.stages)}."], t.options)
+            for n, t in scanner_types().items()
+        ],
+    )
 
 
 if __name__ == "__main__":
