@@ -27,8 +27,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_key() -> str:
+    """A fresh Shipyard-shaped API key (`sk-shp-` + 40 base62 characters)."""
+    import secrets
+    import string
+
+    return "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+
+
 class ShipyardServer:
-    """`python -m shipyard up` in a subprocess, on a free port, with its own home directory."""
+    """`python -m shipyard up` in a subprocess, on a free port, with its own home directory.
+
+    It starts with an admin key (`admin_key`, via SHIPYARD_ADMIN_KEY) that `openai()`, `api()` and
+    `headers` use, so tests of other features go through authentication like every client."""
 
     def __init__(
         self,
@@ -46,6 +57,9 @@ class ShipyardServer:
             self.config_path.write_text(config)
         self.env = {**os.environ, **(env or {})}
         self.env.pop("SHIPYARD_CONFIG", None)
+        self.env.setdefault("SHIPYARD_ADMIN_KEY", make_key())
+        self.admin_key = self.env["SHIPYARD_ADMIN_KEY"]
+        self.headers = {"Authorization": f"Bearer {self.admin_key}"}
         self.ready_timeout = ready_timeout
         self.log_path = home.parent / f"{home.name}-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -92,7 +106,26 @@ class ShipyardServer:
     def openai(self, **kwargs: Any) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="sk-test", max_retries=0, **kwargs)
+        kwargs.setdefault("api_key", self.admin_key)
+        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, **kwargs)
+
+    def async_openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        kwargs.setdefault("api_key", self.admin_key)
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", max_retries=0, **kwargs)
+
+    def api(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for the admin API (`/api`) with the admin key."""
+        kwargs.setdefault("timeout", 30)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url + "/api", headers=headers, **kwargs)
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for the whole server (gateway, dashboard) with the admin key."""
+        kwargs.setdefault("timeout", 30)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def store_url(self) -> str:
         return f"sqlite:///{self.home / 'shipyard.db'}"

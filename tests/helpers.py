@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from shipyard.store import traces as q
 from shipyard.store.db import Store
@@ -37,3 +40,37 @@ def attempt_spans(trace: dict[str, Any]) -> list[dict[str, Any]]:
     """Provider-attempt spans (they carry shipyard.attempt), in attempt order."""
     spans = [s for s in trace["spans"] if (s["attributes"] or {}).get("shipyard.attempt")]
     return sorted(spans, key=lambda s: s["attributes"]["shipyard.attempt"])
+
+
+@dataclass(frozen=True)
+class NamedKey:
+    """An API key made through the admin API; changes made with it are recorded as ``actor``."""
+
+    secret: str
+    key_id: str
+    name: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.name} ({self.key_id})"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+def named_key(server: Any, name: str, role: str = "developer") -> NamedKey:
+    """A new key called ``name`` on a running server (made with its admin key): who made a change
+    is the calling key, so tests that check the recorded actor call with a key of that name."""
+    with server.api() as api:
+        r = api.post("/keys", json={"name": name, "role": role})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return NamedKey(body["key"], body["id"], name)
+
+
+def api_as(server: Any, key: NamedKey, **kwargs: Any) -> httpx.Client:
+    """An httpx client for the server's `/api` that calls with ``key``."""
+    kwargs.setdefault("timeout", 30)
+    headers = {**kwargs.pop("headers", {}), **key.headers}
+    return httpx.Client(base_url=server.url + "/api", headers=headers, **kwargs)

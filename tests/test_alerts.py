@@ -88,7 +88,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condi
 
 
 def rules_by_name(server: Any) -> dict[str, dict[str, Any]]:
-    body = httpx.get(server.url + "/api/alerts").json()
+    body = httpx.get(server.url + "/api/alerts", headers=server.headers).json()
     return {r["name"]: r for r in body["rules"]}
 
 
@@ -300,7 +300,7 @@ def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_res
     assert firing["value"] == 1.0 and firing["severity"] == "warning"
     rule = rules_by_name(server)["high-error-rate"]
     assert rule["state"] == "firing" and rule["since"] - pending["since"] >= 3.0
-    forced = httpx.post(server.url + "/api/alerts/evaluate")
+    forced = httpx.post(server.url + "/api/alerts/evaluate", headers=server.headers)
     assert forced.status_code == 200 and forced.json()["rules"][0]["state"] == "firing"
     time.sleep(1.5)  # several more evaluations
     assert len(receiver.received) == 1
@@ -330,7 +330,7 @@ def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_res
     time.sleep(1.0)
     assert len(receiver.received) == 2
 
-    body = httpx.get(server.url + "/api/alerts").json()
+    body = httpx.get(server.url + "/api/alerts", headers=server.headers).json()
     assert body["rules"][0]["state"] == "inactive"
     (event,) = body["events"]
     assert event["state"] == "resolved" and event["rule"] == "high-error-rate"
@@ -338,7 +338,9 @@ def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_res
         "firing",
         "resolved",
     ]
-    events = httpx.get(server.url + "/api/alerts/events", params={"limit": 5, "state": "resolved"})
+    events = httpx.get(
+        server.url + "/api/alerts/events", params={"limit": 5, "state": "resolved"}, headers=server.headers
+    )
     assert [e["id"] for e in events.json()["events"]] == [event["id"]]
 
     listed = shipyard_cli(

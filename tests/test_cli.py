@@ -119,16 +119,17 @@ def test_traces_list_and_show_after_traffic(shipyard_server: Any, tmp_path: Path
 
 def test_chat_through_running_gateway(shipyard_server: Any, tmp_path: Path) -> None:
     server = shipyard_server(CONFIG)
-    r = shipyard("chat", "Hello there", "--url", server.url, cwd=tmp_path)
+    key = {"SHIPYARD_API_KEY": server.admin_key}
+    r = shipyard("chat", "Hello there", "--url", server.url, cwd=tmp_path, env=key)
     assert "Fair winds and following seas" in r.stdout
     # Interactive: two turns on stdin, then EOF.
-    r = shipyard("chat", "--url", server.url, "-r", "ab", cwd=tmp_path, input="first\nsecond\n")
+    r = shipyard("chat", "--url", server.url, "-r", "ab", cwd=tmp_path, env=key, input="first\nsecond\n")
     assert r.stdout.count("Fair winds and following seas") == 2
     deadline = time.monotonic() + 5
     while count_traces(server.store_url()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert count_traces(server.store_url()) == 3
-    bad = shipyard("chat", "hi", "--url", server.url, "-r", "nope", cwd=tmp_path, check=False)
+    bad = shipyard("chat", "hi", "--url", server.url, "-r", "nope", cwd=tmp_path, env=key, check=False)
     assert bad.returncode == 1 and "route `nope` does not exist" in bad.stderr
 
 

@@ -19,7 +19,7 @@ import pytest
 from shipyard.store import traces as tq
 from shipyard.store.db import Store
 from shipyard.tracing.spans import Trace
-from tests.helpers import count_traces
+from tests.helpers import count_traces, named_key
 
 CONFIG = """
 providers: [{name: fake, type: mock}]
@@ -119,7 +119,8 @@ def ds_json(server: Any, *args: str) -> Any:
 
 
 def api(server: Any) -> httpx.Client:
-    return httpx.Client(base_url=server.url + "/api", timeout=30)
+    client: httpx.Client = server.api()
+    return client
 
 
 def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -391,17 +392,18 @@ def test_api_create_versions_examples_and_errors(server: Any) -> None:
         assert err["param"] == "colour"
 
         examples = [{"input": {"n": i}, "expected": i * i} for i in range(120)]
+        alice = named_key(server, "alice")
         r = http.post(
             "/datasets/api-set/versions",
             json={"examples": examples, "message": "squares"},
-            headers={"x-shipyard-actor": "alice"},
+            headers=alice.headers,
         )
         assert r.status_code == 201, r.text
         v1 = r.json()["version"]
         assert (v1["version"], v1["n_examples"], v1["created_by"], v1["message"]) == (
             1,
             120,
-            "alice",
+            alice.actor,
             "squares",
         )
         r = http.post("/datasets/api-set/versions", json={"examples": examples})
@@ -500,7 +502,7 @@ def test_api_create_versions_examples_and_errors(server: Any) -> None:
         assert err["param"] == "format"
         assert len(http.get("/datasets/api-import/versions").json()) == 2
 
-        schema = httpx.get(server.url + "/api/openapi.json").json()
+        schema = http.get("/openapi.json").json()
         assert (
             "/datasets/{name}/from-traces" in schema["paths"]
             and "WriteOut" in schema["components"]["schemas"]

@@ -544,7 +544,7 @@ def test_api(shipyard_server: Callable[..., Any]) -> None:
         + traffic("support", 150, now - 3000, now - 1, rng, topic="tax"),
     )
     api = server.url + "/api/drift"
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, headers=server.headers) as client:
         assert client.get(api).json()["data"] == []
         res = client.post(
             api + "/run", json={"route": "support", "reference": "7d offset 1d", "current": "1h"}

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -386,7 +385,7 @@ def test_ten_thousand_cases_flat_memory_and_resume(home: Path, tmp_path: Path) -
 
 def test_api_runs_a_suite_and_promotes(shipyard_server: Any, tmp_path: Path) -> None:
     server = shipyard_server(CONFIG)
-    api = httpx.Client(base_url=server.url + "/api", timeout=60, headers={"x-shipyard-actor": "bot"})
+    api = server.api(timeout=60)
     started = api.post("/evals/runs", json={"suite": suite_text(n=8)})
     assert started.status_code == 202
     run_id = started.json()["run_id"]

@@ -38,7 +38,7 @@ def post(
     return httpx.post(
         server.url + path,
         content=content,
-        headers=headers or {"content-type": "application/json"},
+        headers={**server.headers, **(headers or {"content-type": "application/json"})},
         timeout=10,
     )
 
@@ -175,18 +175,18 @@ def test_oversized_body_is_413(server: Any) -> None:
         for _ in range(10):
             yield b"x" * 1000
 
-    r = httpx.post(server.url + "/v1/chat/completions", content=chunks(), timeout=10)
+    r = httpx.post(server.url + "/v1/chat/completions", content=chunks(), headers=server.headers, timeout=10)
     assert r.status_code == 413
 
 
 def test_wrong_method_and_unknown_path(server: Any) -> None:
-    r = httpx.get(server.url + "/v1/chat/completions")
+    r = httpx.get(server.url + "/v1/chat/completions", headers=server.headers)
     assert r.status_code == 405
     assert "GET is not allowed" in error_of(r)["message"]
-    r = httpx.post(server.url + "/v1/nothing-here", json={})
+    r = httpx.post(server.url + "/v1/nothing-here", json={}, headers=server.headers)
     assert r.status_code == 404
     assert "/v1/chat/completions" in error_of(r)["message"]
-    r = httpx.get(server.url + "/v1/models/unknown-model")
+    r = httpx.get(server.url + "/v1/models/unknown-model", headers=server.headers)
     assert r.status_code == 404
     assert "unknown-model" in error_of(r)["message"]
 
@@ -222,7 +222,7 @@ def test_random_garbage_never_gives_a_500(server: Any) -> None:
         "prompt",
         "input",
     ]
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with server.http(timeout=10) as http:
         for _ in range(300):
             body = orjson.loads(orjson.dumps(good))
             for _ in range(rng.randint(1, 3)):
@@ -258,9 +258,10 @@ def test_health_and_readiness(server: Any) -> None:
     assert body["providers"] == {
         "fake": {"ready": True, "detail": "started", "health": {"ok": True, "detail": ""}}
     }
-    models = httpx.get(server.url + "/v1/models").json()
+    models = httpx.get(server.url + "/v1/models", headers=server.headers).json()
     assert [m["id"] for m in models["data"]] == ["default", "fake-embed"]
-    assert httpx.get(server.url + "/v1/models/default").json()["shipyard"]["targets"] == ["fake-chat"]
+    default = httpx.get(server.url + "/v1/models/default", headers=server.headers).json()
+    assert default["shipyard"]["targets"] == ["fake-chat"]
 
 
 def test_readiness_reports_an_unreachable_upstream_without_going_unready(shipyard_server: Any) -> None:

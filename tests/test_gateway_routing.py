@@ -159,7 +159,9 @@ routes:
     async def fire() -> Counter[str]:
         counts: Counter[str] = Counter()
         limits = httpx.Limits(max_connections=16)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, limits=limits, timeout=30, headers=server.headers
+        ) as http:
             sem = asyncio.Semaphore(16)
 
             async def one() -> None:
@@ -188,7 +190,7 @@ routes:
     targets: [{model: a, weight: 50}, {model: b, weight: 50}]
 """
     server = shipyard_server(config)
-    with httpx.Client(base_url=server.url) as http:
+    with server.http() as http:
 
         def target(**extra: Any) -> str:
             headers = extra.pop("headers", None)

@@ -308,6 +308,7 @@ def test_canary_leak_is_blocked(shipyard_server: Any) -> None:
         r = httpx.post(
             server.url + "/v1/chat/completions",
             json={"model": "guarded", "messages": messages, "stream": True},
+            headers=server.headers,
             timeout=30,
         )
         assert r.status_code == 200

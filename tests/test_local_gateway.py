@@ -126,11 +126,10 @@ def test_models_and_embeddings(server: Any) -> None:
 
 
 def test_base64_embeddings_decode_to_the_float_vector(server: Any) -> None:
-    import httpx
-
     body = {"model": "wordllama", "input": "harbour"}
-    plain = httpx.post(server.url + "/v1/embeddings", json=body).json()["data"][0]["embedding"]
-    b64 = httpx.post(server.url + "/v1/embeddings", json={**body, "encoding_format": "base64"}).json()
+    with server.http() as http:
+        plain = http.post("/v1/embeddings", json=body).json()["data"][0]["embedding"]
+        b64 = http.post("/v1/embeddings", json={**body, "encoding_format": "base64"}).json()
     decoded = struct.unpack(f"<{len(plain)}f", base64.b64decode(b64["data"][0]["embedding"]))
     assert max(abs(a - b) for a, b in zip(plain, decoded, strict=True)) < 1e-6
 

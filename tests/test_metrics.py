@@ -103,7 +103,9 @@ def test_label_cardinality_is_bounded_and_rejections_are_counted(shipyard_server
     for i in range(5):
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model=f"no-such-model-{i}", messages=MSG)
-    bad = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", timeout=10)
+    bad = httpx.post(
+        server.url + "/v1/chat/completions", content=b"{not json", headers=server.headers, timeout=10
+    )
     assert bad.status_code == 400
     m = scrape(server)
     seen = {dict(lab)["route"] for (n, lab) in m if n == "shipyard_requests_total"}

@@ -38,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShipyardS
 
 @pytest.fixture
 def api(served: tuple[ShipyardServer, Traffic]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served[0].url + "/api", timeout=30) as client:
+    with served[0].api() as client:
         yield client
 
 
@@ -306,21 +306,22 @@ def test_feedback_errors_name_the_field(
 def test_api_and_pages_share_the_server(served: tuple[ShipyardServer, Traffic]) -> None:
     server = served[0]
     assert httpx.get(server.url + "/healthz").status_code == 200
-    assert httpx.get(server.url + "/api/openapi.json").json()["paths"]["/feedback"]["post"]
-    page = httpx.get(server.url + "/traces", headers={"accept": "text/html"})
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "script-src 'self'" in page.headers["content-security-policy"]
-    missing = httpx.get(server.url + "/no-such-page", headers={"accept": "text/html"})
-    assert missing.status_code == 404 and "no page at /no-such-page" in missing.text
-    # Mounted at / after every other route, the dashboard leaves their 405s alone.
-    for method, path in (("GET", "/v1/chat/completions"), ("POST", "/healthz"), ("DELETE", "/traces")):
-        wrong = httpx.request(method, server.url + path)
-        assert wrong.status_code == 405 and f"{method} is not allowed" in error_of(wrong)["message"]
+    with server.http() as http:
+        assert http.get("/api/openapi.json").json()["paths"]["/feedback"]["post"]
+        page = http.get("/traces", headers={"accept": "text/html"})
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        missing = http.get("/no-such-page", headers={"accept": "text/html"})
+        assert missing.status_code == 404 and "no page at /no-such-page" in missing.text
+        # Mounted at / after every other route, the dashboard leaves their 405s alone.
+        for method, path in (("GET", "/v1/chat/completions"), ("POST", "/healthz"), ("DELETE", "/traces")):
+            wrong = http.request(method, path)
+            assert wrong.status_code == 405 and f"{method} is not allowed" in error_of(wrong)["message"]
+        api_client = http.post("/v1/nothing-here", json={})
+        assert api_client.status_code == 404 and "/v1/chat/completions" in error_of(api_client)["message"]
+        bad = http.get("/traces", params={"status": "nope"}, headers={"accept": "text/html"})
+        assert bad.status_code == 400 and "`status` must be `ok` or `error`" in bad.text
     assert httpx.get(server.url + "/metrics").status_code == 200
-    api_client = httpx.post(server.url + "/v1/nothing-here", json={})
-    assert api_client.status_code == 404 and "/v1/chat/completions" in error_of(api_client)["message"]
-    bad = httpx.get(server.url + "/traces", params={"status": "nope"}, headers={"accept": "text/html"})
-    assert bad.status_code == 400 and "`status` must be `ok` or `error`" in bad.text
 
 
 # -- keyset pages on the store ----------------------------------------------------------------------

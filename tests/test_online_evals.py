@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
 
 from shipyard.config.loader import parse_config
@@ -140,31 +139,32 @@ def test_online_evals_score_sampled_live_traffic_off_the_request_path(
     finally:
         store.close()
 
-    # Charted over time: the series endpoint sums up to every score of the name.
-    series = httpx.get(server.url + "/api/scores", params={"name": "is_json", "route": "api", "since": "1h"})
-    assert series.status_code == 200, series.text
-    body = series.json()
-    assert sum(p["count"] for p in body["points"]) == 6
-    assert all(p["avg"] == 1.0 and p["pass_rate"] == 1.0 for p in body["points"])
-    assert body["step"] >= 1 and body["since"] < body["until"]
+    with server.api() as api:
+        # Charted over time: the series endpoint sums up to every score of the name.
+        series = api.get("/scores", params={"name": "is_json", "route": "api", "since": "1h"})
+        assert series.status_code == 200, series.text
+        body = series.json()
+        assert sum(p["count"] for p in body["points"]) == 6
+        assert all(p["avg"] == 1.0 and p["pass_rate"] == 1.0 for p in body["points"])
+        assert body["step"] >= 1 and body["since"] < body["until"]
 
-    names = httpx.get(server.url + "/api/scores/names").json()["names"]
-    assert {(n["name"], n["route"], n["count"]) for n in names} == {
-        (name, "api", 6) for name in ("is_json", "contains", "has-items", "llm_judge", "slow")
-    }
-    per_trace = httpx.get(f"{server.url}/api/scores/trace/{ids[0]}").json()
-    assert len(per_trace["scores"]) == 5
+        names = api.get("/scores/names").json()["names"]
+        assert {(n["name"], n["route"], n["count"]) for n in names} == {
+            (name, "api", 6) for name in ("is_json", "contains", "has-items", "llm_judge", "slow")
+        }
+        per_trace = api.get(f"/scores/trace/{ids[0]}").json()
+        assert len(per_trace["scores"]) == 5
 
-    status = httpx.get(server.url + "/api/monitoring").json()["online_evals"]
-    by_name = {e["name"]: e for e in status["evals"]}
-    assert by_name["api"]["sampled"] == 6 and by_name["api"]["scored"] == 6
-    assert by_name["quiet"]["sampled"] == 0
-    assert status["dropped"] == 0
+        status = api.get("/monitoring").json()["online_evals"]
+        by_name = {e["name"]: e for e in status["evals"]}
+        assert by_name["api"]["sampled"] == 6 and by_name["api"]["scored"] == 6
+        assert by_name["quiet"]["sampled"] == 0
+        assert status["dropped"] == 0
 
-    bad = httpx.get(server.url + "/api/scores", params={"name": "is_json", "since": "yesterday-ish"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
-    missing = httpx.get(server.url + "/api/scores")
-    assert missing.status_code == 400 and missing.json()["error"]["param"] == "name"
+        bad = api.get("/scores", params={"name": "is_json", "since": "yesterday-ish"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
+        missing = api.get("/scores")
+        assert missing.status_code == 400 and missing.json()["error"]["param"] == "name"
 
 
 def _config_problems(monitoring: str) -> list[str]:

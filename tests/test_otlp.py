@@ -112,7 +112,9 @@ def request(*spans: Span, service: str = "batch-app") -> bytes:
 
 
 def post(server: ShipyardServer, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(server.url + "/v1/traces", content=body, headers=headers, timeout=30)
+    return httpx.post(
+        server.url + "/v1/traces", content=body, headers={**server.headers, **headers}, timeout=30
+    )
 
 
 def new_trace_id(tag: int) -> str:
@@ -202,7 +204,9 @@ def run_program(tmp_path: Path, server: ShipyardServer, upstream: str, env: dict
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **env},
+        # The exporter's standard header variable carries the key, as in any instrumented app
+        # (values are URL-encoded: the space after Bearer is %20).
+        env={**os.environ, "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{server.admin_key}", **env},
     )
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -270,7 +274,8 @@ def test_sdk_spans_with_events_and_legacy_attributes(server: ShipyardServer) -> 
     from opentelemetry.trace import SpanKind, StatusCode
 
     provider = TracerProvider(resource=SdkResource.create({"service.name": "agent"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=server.url + "/v1/traces")))
+    exporter = OTLPSpanExporter(endpoint=server.url + "/v1/traces", headers=server.headers)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("hand-made")
     with tracer.start_as_current_span("invoke_agent planner") as agent:
         agent.set_attribute("gen_ai.operation.name", "invoke_agent")
@@ -478,7 +483,7 @@ def split_batches(server: ShipyardServer, store_url: str) -> None:
         ] + [request(span(tid, "2000000000000000", None, "job", t0, t0 + 4))]
 
     async def send_all() -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=server.headers) as client:
             jobs = [
                 client.post(server.url + "/v1/traces", content=b, headers=PROTO)
                 for i in range(len(tids))
@@ -785,7 +790,11 @@ def test_gateway_traces_exported_to_another_shipyard(server: ShipyardServer, tmp
     a = ShipyardServer(
         tmp_path / "a",
         CONFIG,
-        env={"SHIPYARD_OTLP_EXPORT_ENDPOINT": server.url, "SHIPYARD_OTLP_EXPORT_HEADERS": "x-team=harbour"},
+        env={
+            "SHIPYARD_OTLP_EXPORT_ENDPOINT": server.url,
+            # The receiving Shipyard takes OTLP only with a key.
+            "SHIPYARD_OTLP_EXPORT_HEADERS": f"authorization=Bearer%20{server.admin_key}, x-team=harbour",
+        },
     ).start()
     try:
         client = a.openai()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import wait_trace
+from tests.helpers import api_as, named_key, wait_trace
 
 CONFIG = """
 providers:
@@ -59,6 +59,7 @@ def shipyard(
 def ask(server: Any, question: str, route: str = "support") -> httpx.Response:
     return httpx.post(
         server.url + "/v1/chat/completions",
+        headers=server.headers,
         timeout=10,
         json={"model": route, "variables": {"company": "Acme", "question": question}},
     )
@@ -224,14 +225,24 @@ def test_client_messages_follow_the_template_and_missing_variables_are_named(shi
     )
     assert only_template.choices[0].message.content == "v1 answer to: status?"
     r = httpx.post(
-        server.url + "/v1/chat/completions", json={"model": "support", "variables": {"company": "A"}}
+        server.url + "/v1/chat/completions",
+        json={"model": "support", "variables": {"company": "A"}},
+        headers=server.headers,
     )
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "variables" and "`question`" in err["message"] and "support@v1" in err["message"]
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "support", "variables": ["x"]})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "support", "variables": ["x"]},
+        headers=server.headers,
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "variables"
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "plain", "variables": {"q": 1}})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "plain", "variables": {"q": 1}},
+        headers=server.headers,
+    )
     assert r.status_code == 400 and "has no prompt template" in r.json()["error"]["message"]
 
 
@@ -359,7 +370,9 @@ def test_malformed_yaml_and_unknown_alias_errors(tmp_path: Path) -> None:
 
 def test_admin_api(shipyard_server: Any) -> None:
     server = shipyard_server(CONFIG)
-    api = httpx.Client(base_url=server.url + "/api", headers={"x-shipyard-actor": "api-user"}, timeout=10)
+    # Changes are recorded under the calling key's name.
+    user = named_key(server, "api-user")
+    api = api_as(server, user, timeout=10)
     listed = api.get("/prompts").json()
     assert listed[0]["name"] == "support" and listed[0]["aliases"] == {"current": 1, "production": 1}
     spec = {"messages": [{"role": "user", "content": "v2: {{ question }} at {{ company }}"}]}
@@ -372,7 +385,7 @@ def test_admin_api(shipyard_server: Any) -> None:
     assert api.post("/prompts", json={"name": "support", "spec": spec}).json()["status"] == "unchanged"
     assert [v["version"] for v in api.get("/prompts/support/versions").json()] == [1, 2]
     moved = api.put("/prompts/support/aliases/production", json={"version": "v2", "reason": "ship it"}).json()
-    assert (moved["from_version"], moved["to_version"], moved["actor"]) == (1, 2, "api-user")
+    assert (moved["from_version"], moved["to_version"], moved["actor"]) == (1, 2, user.actor)
     assert api.get("/prompts/support", params={"ref": "production"}).json()["version"] == 2
     same = api.put("/prompts/support/aliases/production", json={"version": "2"}).json()
     assert same["reason"] == "unchanged"  # a no-op move is not recorded
@@ -400,7 +413,7 @@ def test_admin_api(shipyard_server: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "extra"
     r = api.post("/prompts", json={"name": "x", "spec": {"messages": [{"role": "user", "content": "{{ x"}]}})
     assert r.status_code == 400 and "template syntax error" in r.json()["error"]["message"]
-    schema = httpx.get(server.url + "/api/openapi.json").json()
+    schema = api.get("/openapi.json").json()
     assert "/prompts/{name}/aliases/{alias}" in schema["paths"] and "/apply" in schema["paths"]
 
 
@@ -426,7 +439,11 @@ def test_unservable_registry_change_keeps_the_last_good_runtime(shipyard_server:
         time.sleep(0.1)
     assert "ONLY_IN_CLI" in ready["reload_error"] and ready["registry_revision"] >= 1
     assert answer(ask(server, "still there?")) == "v1 answer to: still there?"
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "remote", "messages": MSG_HI})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "remote", "messages": MSG_HI},
+        headers=server.headers,
+    )
     assert r.status_code == 404
     assert server.log().count("cannot be served") == 1  # reported once, not every second
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from shipyard.errors import Conflict, InvalidRequest, NotFound
 from shipyard.registry.runs import RunService
+from tests.helpers import api_as, named_key
 
 SCRIPT = """
 import json, pathlib, shipyard
@@ -464,11 +465,13 @@ def error_of(r: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def test_api_create_log_get_compare(server: Any) -> None:
-    api = httpx.Client(base_url=server.url + "/api", timeout=10, headers={"x-shipyard-actor": "ci"})
+    # Runs record the calling key's name as their creator.
+    ci = named_key(server, "ci")
+    api = api_as(server, ci, timeout=10)
     r = api.post("/runs", json={"name": "api-a", "experiment": "api", "params": {"k": 5}, "tags": {"v": 1}})
     assert r.status_code == 201, r.text
     a = r.json()
-    assert a["status"] == "running" and a["created_by"] == "ci" and a["tags"] == {"v": "1"}
+    assert a["status"] == "running" and a["created_by"] == ci.actor and a["tags"] == {"v": "1"}
     points = [{"key": "acc", "value": 0.5}] + [
         {"key": "loss", "value": 1.0 / (s + 1), "step": s} for s in range(3)
     ]
@@ -514,7 +517,7 @@ def test_api_create_log_get_compare(server: Any) -> None:
 
 
 def test_api_artifact_upload_and_download(server: Any) -> None:
-    api = httpx.Client(base_url=server.url + "/api", timeout=10)
+    api = server.api(timeout=10)
     run_id = api.post("/runs", json={"name": "files"}).json()["run_id"]
     payload = os.urandom(3 * 1024 * 1024 + 17)  # bigger than one streamed chunk
     r = api.put(f"/runs/{run_id}/artifacts/results/blob.bin", content=payload)
@@ -541,7 +544,7 @@ def test_api_artifact_upload_and_download(server: Any) -> None:
 
 
 def test_api_errors_have_the_openai_shape(server: Any) -> None:
-    api = httpx.Client(base_url=server.url + "/api", timeout=10)
+    api = server.api(timeout=10)
     run_id = api.post("/runs", json={"name": "errors", "params": {"lr": 0.1}}).json()["run_id"]
 
     err = error_of(api.get("/runs/0123456789abcdef0123456789abcdef"), 404)
@@ -586,7 +589,7 @@ def test_python_api_and_server_share_the_store(server: Any) -> None:
     )
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip()
-    got = httpx.get(f"{server.url}/api/runs/{run_id}", timeout=10).json()
+    got = httpx.get(f"{server.url}/api/runs/{run_id}", headers=server.headers, timeout=10).json()
     assert (
         got["name"] == "from-script" and got["metrics"]["acc"]["last"] == 0.9 and got["status"] == "finished"
     )

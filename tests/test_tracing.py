@@ -106,7 +106,11 @@ def test_chat_stream_completion_and_embedding_traces(shipyard_server: Any) -> No
 def test_failed_requests_are_traced_too(shipyard_server: Any) -> None:
     config = CONFIG.replace("latency_ms: 20, tokens_per_s: 200", "error_rate: 1.0, error_status: 503")
     server = shipyard_server(config)
-    r = httpx.post(server.url + "/v1/chat/completions", json={"model": "default", "messages": MSG})
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "default", "messages": MSG},
+        headers=server.headers,
+    )
     assert r.status_code == 502
     t = wait_trace(server.store_url(), r.headers.get("x-shipyard-trace-id") or _latest(server.store_url()))
     assert t["status"] == "error" and t["status_code"] == 502 and "injected a failure" in t["error"]
@@ -151,7 +155,7 @@ def test_shutdown_with_requests_in_flight_loses_no_trace(shipyard_server: Any, s
     server = shipyard_server(config)
 
     async def fire() -> list[int]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=server.headers) as http:
 
             async def one(i: int) -> int:
                 r = await http.post(

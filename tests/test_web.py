@@ -121,7 +121,9 @@ def test_trace_page_and_feedback_buttons(dashboard: Dashboard) -> None:
         page.expect_text("Spans", "Input", "Output", "Served by", "Feedback", "Scores", "Guard findings")
         page.expect_text("system", "You are a harbour assistant", "assistant", tid)
         assert page.expect_charts(1) == 1
-        spans = httpx.get(f"{dashboard.server.url}/api/traces/{tid}").json()["spans"]
+        spans = httpx.get(
+            f"{dashboard.server.url}/api/traces/{tid}", headers=dashboard.server.headers
+        ).json()["spans"]
         assert page.raw.locator("#chart-waterfall .barlayer path").count() == len(spans) >= 2
         page.screenshot("trace")
 
@@ -135,7 +137,7 @@ def test_trace_page_and_feedback_buttons(dashboard: Dashboard) -> None:
         item = page.raw.locator("[data-feedback-list] li").first
         assert "Wrong harbour <b>not bold</b>" in item.inner_text()  # text, never HTML
         assert item.locator("svg.fb-down").count() == 1
-        stored = httpx.get(dashboard.server.url + "/api/feedback", params={"trace_id": tid}).json()
+        stored = dashboard.api().get("/feedback", params={"trace_id": tid}).json()
         assert [(f["kind"], f["score"], f["comment"]) for f in stored] == [
             ("thumbs", 0.0, "Wrong harbour <b>not bold</b>")
         ]
@@ -193,7 +195,7 @@ def test_static_assets_are_local_and_cached(dashboard: Dashboard) -> None:
         page.raw.on("request", lambda r: hosts.add(httpx.URL(r.url).host))
         page.goto("/")
         assert hosts == {"127.0.0.1"}
-    html = httpx.get(dashboard.server.url + "/").text
+    html = httpx.get(dashboard.server.url + "/", headers=dashboard.server.headers).text
     assert "cdn" not in html.lower()
     r = httpx.get(dashboard.server.url + "/static/vendor/plotly.min.js?v=1")
     assert r.status_code == 200 and "immutable" in r.headers["cache-control"]

@@ -265,7 +265,7 @@ def populate(d: Data, tmp: Path) -> None:
 def data(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:  # noqa: F811
     tmp = tmp_path_factory.mktemp("pages")
     server = ShipyardServer(tmp / "home", CONFIG, env={"SHIPYARD_ALERT_INTERVAL": "0.3"}).start()
-    api = httpx.Client(base_url=server.url + "/api", timeout=120, headers={"x-shipyard-actor": "alice"})
+    api = server.api(timeout=120)
     try:
         d = Data(Dashboard(server, browser, tmp), api)
         populate(d, tmp)
@@ -413,7 +413,9 @@ def test_evals_list_and_report(data: Data) -> None:
         # The promotion's candidate run was compared with its baseline.
         page.goto(f"/evals/{data.promotion['run_id']}")
         page.expect_text("Against the baseline", "Regressions", "gate passed")
-    report = httpx.get(f"{data.dash.server.url}/evals/{data.eval_run}/report.html")
+    report = httpx.get(
+        f"{data.dash.server.url}/evals/{data.eval_run}/report.html", headers=data.dash.server.headers
+    )
     assert report.status_code == 200 and "script-src" not in report.headers["content-security-policy"]
     assert "default-src 'none'" in report.headers["content-security-policy"]
 
@@ -494,5 +496,7 @@ def test_bad_input_is_a_clear_error(data: Data, path: str, status: int, text: st
     with data.dash.page() as page:
         page.goto(path, status=status)
         page.expect_text(text)
-    r = httpx.get(data.dash.server.url + path, headers={"accept": "application/json"})
+    r = httpx.get(
+        data.dash.server.url + path, headers={**data.dash.server.headers, "accept": "application/json"}
+    )
     assert r.status_code == status and text in r.json()["error"]["message"]

@@ -277,7 +277,10 @@ class Dashboard:
 
     @contextlib.contextmanager
     def page(self, width: int = 1400, height: int = 1000) -> Iterator[DashboardPage]:
-        context = self.browser.new_context(viewport={"width": width, "height": height})
+        # The dashboard needs a session: the admin key on every request stands in for a login.
+        context = self.browser.new_context(
+            viewport={"width": width, "height": height}, extra_http_headers=self.server.headers
+        )
         try:
             page = DashboardPage(context.new_page(), self.server.url, self.shots)
             yield page
@@ -286,7 +289,7 @@ class Dashboard:
             context.close()
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.server.url + "/api", timeout=30)
+        return self.server.api()
 
 
 # Module scope, not session: Playwright's sync API runs an event loop on the main thread while it

@@ -176,3 +176,31 @@ def _upstream_message(body: bytes) -> str:
         if isinstance(data.get("detail"), str):
             return str(data["detail"])[:300]
     return body.decode("utf-8", "replace")[:300]
+
+
+class Unauthorized(ShipyardError):
+    """No API key, or one that is unknown, revoked or expired (401, OpenAI's `invalid_api_key`)."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ShipyardError):
+    """A valid key whose role or route scope does not allow the request (403)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class RateLimited(ShipyardError):
+    """A rate limit or budget is spent (429); ``retry_after`` seconds until it allows again."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(0.0, retry_after)

@@ -24,6 +24,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    secret: bool = False  # masked in as_dict(), which is what gets shown or recorded
 
     @property
     def env(self) -> str:
@@ -87,6 +88,29 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "SQLAlchemy URL of the store. Unset: SQLite (WAL) at "
         "`<home>/shipyard.db`. Example: `postgresql+psycopg://user@host/db`.",
+    ),
+    Setting(
+        "redis_url",
+        str,
+        None,
+        "Redis URL (`redis://host:6379/0`) where rate limits and budgets are counted, so that many "
+        "gateway workers share them. Unset: counted in this process (one worker) and saved in the store.",
+    ),
+    Setting(
+        "admin_key",
+        str,
+        None,
+        "An admin API key (`sk-shp-…`) to create at start if the store does not know it yet: for "
+        "automated deployments and CI. Unset: the first `shipyard up` on an empty store creates an admin "
+        "key and prints it once.",
+        secret=True,
+    ),
+    Setting(
+        "session_ttl",
+        float,
+        12 * 3600.0,
+        "Seconds a dashboard login lasts before the key must be entered again.",
+        minimum=60,
     ),
     Setting(
         "log_level", str, "info", "Log level of the server.", choices=("debug", "info", "warning", "error")
@@ -267,7 +291,7 @@ class Settings:
         return self._sources[name]
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {k: ("***" if BY_NAME[k].secret and v else v) for k, v in self._values.items()}
 
     def with_file_values(self, file_values: Mapping[str, Any]) -> Settings:
         """Re-resolve with a config file's `settings:` section; flags and env keep winning."""

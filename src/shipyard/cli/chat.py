@@ -56,7 +56,8 @@ async def _http_stream(url: str, path: str, body: dict[str, Any]) -> AsyncIterat
             "POST",
             url + path,
             json=body,
-            headers={"Authorization": f"Bearer {os.environ.get('SHIPYARD_API_KEY', 'unused')}"},
+            # The gateway needs a key unless the route is public: SHIPYARD_API_KEY.
+            headers={"Authorization": f"Bearer {key}"} if (key := os.environ.get("SHIPYARD_API_KEY")) else {},
         ) as resp,
     ):
         if resp.status_code >= 400:

@@ -12,10 +12,10 @@ from shipyard.cli.common import ConfigOpt, HomeOpt, cli_actor, console, resolve
 from shipyard.settings import BY_NAME
 
 
-def client_example(base: str, route: str) -> str:
+def client_example(base: str, route: str, key: str = "sk-shp-…") -> str:
     return (
         "from openai import OpenAI\n"
-        f'client = OpenAI(base_url="{base}/v1", api_key="unused")\n'
+        f'client = OpenAI(base_url="{base}/v1", api_key="{key}")\n'
         "reply = client.chat.completions.create(\n"
         f'    model="{route}", messages=[{{"role": "user", "content": "Tell me about harbours."}}])\n'
         "print(reply.choices[0].message.content)"
@@ -80,9 +80,20 @@ def up(
     console.print(f"  store    {settings.store_url}")
     console.print(f"  gateway  {base}/v1  (OpenAI-compatible)")
     console.print(f"  health   {base}/healthz   ready: {base}/readyz")
+    if platform.admin_secret is not None:
+        console.print(
+            "\n[bold yellow]First start: created an admin API key.[/bold yellow] It is shown only now "
+            "(the store keeps a hash); save it:\n"
+        )
+        console.print(f"  {platform.admin_secret}\n", highlight=False, markup=False)
+        console.print(
+            "  Log in to the dashboard with it, and make keys for applications: "
+            "`shipyard keys create NAME --role client`."
+        )
     if first_route is not None:
         console.print("\nTry it (pip install openai):\n")
-        console.print(client_example(base, first_route.name), highlight=False, markup=False)
+        key = platform.admin_secret or "sk-shp-…"
+        console.print(client_example(base, first_route.name, key), highlight=False, markup=False)
         console.print()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -20,6 +20,7 @@ from shipyard.config.loader import Document, External, LoadedConfig, validate
 from shipyard.config.schema import ModelConfig, PromptConfig, RouteConfig
 from shipyard.errors import ConfigError
 from shipyard.registry.versions import CURRENT, Registry, Snapshot, content_hash, spec_yaml
+from shipyard.store.audit import Actor
 
 ORDER = ("provider", "model", "prompt", "route")  # references point backwards in this order
 SECTIONS = {"provider": "providers", "model": "models", "prompt": "prompts", "route": "routes"}
@@ -204,7 +205,7 @@ def apply(
     registry: Registry,
     doc: Document,
     *,
-    actor: str | None,
+    actor: str | Actor | None,
     dry_run: bool = False,
     message: str | None = None,
     environ: Mapping[str, str] | None = None,

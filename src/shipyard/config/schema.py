@@ -114,6 +114,18 @@ class GuardsConfig(Strict):
     )
 
 
+class LimitsConfig(Strict):
+    """Rate limits and spend budgets (see docs/limits.md). Unset fields do not limit."""
+
+    requests_per_min: int | None = Field(None, ge=1, description="Requests per minute.")
+    tokens_per_min: int | None = Field(None, ge=1, description="Input plus output tokens per minute.")
+    usd_per_day: float | None = Field(None, gt=0, description="Spend per UTC day, in USD.")
+    usd_per_month: float | None = Field(None, gt=0, description="Spend per UTC calendar month, in USD.")
+
+    def empty(self) -> bool:
+        return all(v is None for v in self.model_dump().values())
+
+
 class RouteConfig(Strict):
     name: str = Field(..., pattern=NAME_PATTERN, description="What clients send as `model`.")
     description: str = ""
@@ -131,6 +143,14 @@ class RouteConfig(Strict):
     )
     guards: GuardsConfig | None = Field(
         None, description="Input and output guard scanners (prompt injection, PII, secrets, leaks…)."
+    )
+    public: bool = Field(
+        False,
+        description="Serve this route on /v1 without an API key. Off by default: clients need a key "
+        "(role `client` or above) that is allowed this route.",
+    )
+    limits: LimitsConfig | None = Field(
+        None, description="Rate limits and budgets shared by every caller of this route."
     )
 
     @field_validator("targets")

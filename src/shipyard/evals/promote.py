@@ -10,6 +10,7 @@ from typing import Any
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.evals.runner import EvalRunner, RunOptions
 from shipyard.evals.suite import Suite
+from shipyard.store.audit import Actor
 
 
 @dataclass
@@ -35,11 +36,12 @@ def promote_prompt(
     alias: str,
     candidate_ref: str = "current",
     *,
-    actor: str | None = None,
+    actor: str | Actor | None = None,
     reason: str | None = None,
     progress: bool = False,
 ) -> Promotion:
     registry = runner.registry
+    run_actor = actor.name if isinstance(actor, Actor) else actor
     candidate = registry.get("prompt", name, candidate_ref)
     if name not in runner._suite_prompts(suite):
         raise InvalidRequest(
@@ -75,7 +77,7 @@ def promote_prompt(
                     prompt_overrides={name: f"{name}@v{previous}"},
                     fail_on="none",
                     progress=progress,
-                    actor=actor,
+                    actor=run_actor,
                     tags={"promotion": "baseline", "prompt": f"{name}@v{previous}"},
                 ),
             )
@@ -91,7 +93,7 @@ def promote_prompt(
             baseline=baseline_run,
             fail_on="any" if baseline_run else "threshold",
             progress=progress,
-            actor=actor,
+            actor=run_actor,
             tags={"promotion": f"{name}->{alias}", "prompt": f"{name}@v{candidate.version}"},
         ),
     )

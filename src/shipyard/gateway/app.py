@@ -22,9 +22,10 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from shipyard import __version__
-from shipyard.errors import PayloadTooLarge, ShipyardError
+from shipyard.errors import Forbidden, PayloadTooLarge, ShipyardError, Unauthorized
 from shipyard.gateway import validation
 from shipyard.gateway.api import create_api
+from shipyard.gateway.auth import Principal
 from shipyard.gateway.platform import Platform
 from shipyard.tracing.otlp import otlp_traces
 from shipyard.tracing.spans import Trace
@@ -68,43 +69,105 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(platform: Platform) -> FastPath:
     """The ASGI app serving ``platform`` (built with :meth:`Platform.build`)."""
     gw = platform.gateway
+    auth = platform.auth
     limit = platform.settings.max_body_bytes
+
+    def _caller(request: Request, model: Any, kind: str) -> Principal | None:
+        """Who may call route ``model``: a key with a role that calls the gateway and a scope that
+        includes the route; no key only for a public route. Unknown routes get 401 before 404 so
+        that route names are not told to callers without a key."""
+        principal = auth.from_headers(request.headers, cookies=False)
+        if principal is None:
+            runtime = gw.runtime
+            route = runtime.routes.get(model) if isinstance(model, str) else None
+            if route is None and kind == "embedding" and isinstance(model, str):
+                route = runtime.embedding_models.get(model)
+            if route is not None and route.public and route.kind == kind:
+                return None
+            raise Unauthorized(
+                "this route needs an API key: send `Authorization: Bearer sk-shp-…` (the OpenAI "
+                "clients' api_key); an admin creates one with `shipyard keys create NAME --role client`"
+            )
+        if principal.role == "viewer":
+            raise Forbidden(
+                f"key `{principal.name}` has role `viewer`, which reads the dashboard and the admin API "
+                "but does not call models; use a key with role `client` or above"
+            )
+        if isinstance(model, str) and not principal.may_use(model):
+            allowed = ", ".join(f"`{r}`" for r in principal.routes or ())
+            raise Forbidden(
+                f"key `{principal.name}` may call {allowed or 'no route'}, not `{model}`; "
+                "an admin can widen it with `shipyard keys update`",
+                param="model",
+            )
+        return principal
 
     async def chat_completions(request: Request) -> Response:
         body = validation.parse_json(await _read_body(request, limit))
+        principal = _caller(request, body.get("model") if isinstance(body, dict) else None, "chat")
         validation.validate_chat(body)
-        return await _answer("chat", body, request)
+        return await _answer("chat", body, request, principal)
 
     async def completions(request: Request) -> Response:
         body = validation.parse_json(await _read_body(request, limit))
+        principal = _caller(request, body.get("model") if isinstance(body, dict) else None, "chat")
         validation.validate_completion(body)
-        return await _answer("completion", body, request)
+        return await _answer("completion", body, request, principal)
 
     async def embeddings(request: Request) -> Response:
         body = validation.parse_json(await _read_body(request, limit))
+        principal = _caller(request, body.get("model") if isinstance(body, dict) else None, "embedding")
         validation.validate_embeddings(body)
-        answer = await gw.complete("embeddings", body, request.headers)
+        answer = await gw.complete("embeddings", body, request.headers, principal=principal)
         return Response(answer.body, media_type=JSON, headers=_trace_headers(answer.trace))
 
-    async def _answer(op: str, body: dict[str, Any], request: Request) -> Response:
+    async def _answer(
+        op: str, body: dict[str, Any], request: Request, principal: Principal | None
+    ) -> Response:
         if body.get("stream"):
-            stream, trace = await gw.open_stream(op, body, request.headers)
+            stream, trace = await gw.open_stream(op, body, request.headers, principal=principal)
             headers = _trace_headers(trace)
             headers["cache-control"] = "no-cache"
             headers["x-accel-buffering"] = "no"
             return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-        answer = await gw.complete(op, body, request.headers)
+        answer = await gw.complete(op, body, request.headers, principal=principal)
         return Response(answer.body, media_type=JSON, headers=_trace_headers(answer.trace))
 
+    def _visible_models(request: Request) -> list[dict[str, Any]]:
+        principal = auth.from_headers(request.headers, cookies=False)
+        models = gw.runtime.model_list()
+        if principal is None:
+            public = {n for n, r in gw.runtime.routes.items() if r.public}
+            public |= {n for n, r in gw.runtime.embedding_models.items() if r.public}
+            if not public:
+                raise Unauthorized("listing models needs an API key: send `Authorization: Bearer sk-shp-…`")
+            return [m for m in models if m["id"] in public]
+        return [m for m in models if principal.may_use(m["id"])]
+
     async def list_models(request: Request) -> Response:
-        return _json({"object": "list", "data": gw.runtime.model_list()})
+        return _json({"object": "list", "data": _visible_models(request)})
 
     async def get_model(request: Request) -> Response:
         name = request.path_params["name"]
-        for m in gw.runtime.model_list():
+        for m in _visible_models(request):
             if m["id"] == name:
                 return _json(m)
         raise HTTPException(404, f"route or model `{name}` does not exist; GET /v1/models lists them")
+
+    async def traces_ingest(request: Request) -> Response:
+        principal = auth.from_headers(request.headers, cookies=False)
+        if principal is None or principal.role == "viewer":
+            message = (
+                "sending traces needs an API key with role `client` or above: set the exporter's header "
+                "`Authorization=Bearer sk-shp-…` (OTEL_EXPORTER_OTLP_HEADERS)"
+            )
+            raise Unauthorized(message) if principal is None else Forbidden(message)
+        return await otlp_traces(request)
+
+    async def gateway_schema(request: Request) -> Response:
+        from shipyard.gateway.openapi import gateway_schema
+
+        return _json(gateway_schema())
 
     async def healthz(request: Request) -> Response:
         return _json(
@@ -195,7 +258,8 @@ def create_app(platform: Platform) -> FastPath:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{name:path}", get_model, methods=["GET"]),
         # OTLP/HTTP trace ingest: through the router, not FastPath's `hot` (OTLP errors, not OpenAI's).
-        Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/v1/traces", traces_ingest, methods=["POST"]),
+        Route("/v1/openapi.json", gateway_schema, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from shipyard.config.apply import Plan, apply
 from shipyard.config.loader import Document, default_document
 from shipyard.errors import ConfigError
+from shipyard.gateway.auth import AuthService
+from shipyard.gateway.limits import build_limiter
 from shipyard.gateway.runtime import Runtime, build_runtime
 from shipyard.gateway.service import Gateway
 from shipyard.monitoring.config import MonitoringConfig, load_monitoring
@@ -41,6 +43,8 @@ class Platform:
     exporter: OtlpExporter | None = None  # set when `otlp_export_endpoint` is
     reload_error: str | None = None
     monitoring: MonitoringService | None = None  # online evals, drift checks, alert rules
+    auth: AuthService = field(init=False)  # API keys and dashboard sessions
+    admin_secret: str | None = None  # an admin key created at this start, to print once
     _retired: list[Runtime] = field(default_factory=list)
     _watcher: asyncio.Task[None] | None = None
     _failed_revision: int | None = None
@@ -69,7 +73,10 @@ class Platform:
             flush_interval=settings.trace_flush_interval,
         )
         gateway = Gateway(runtime, writer, settings.default_timeout)
+        gateway.limiter = build_limiter(settings, store)
         platform = cls(settings, store, registry, writer, gateway, document, applied)
+        platform.auth = AuthService(store, settings.session_ttl)
+        platform.admin_secret = platform.auth.bootstrap(settings.admin_key)
         platform.metrics = Metrics(settings.metrics_max_label_values)
         platform.metrics.bind(platform)
         gateway.observers.append(platform.metrics.observe)
@@ -97,6 +104,8 @@ class Platform:
         return self.gateway.runtime
 
     async def open(self) -> None:
+        if self.gateway.limiter is not None:
+            await self.gateway.limiter.start()
         if self.exporter is not None:
             self.exporter.start()
         self.writer.start()
@@ -109,6 +118,7 @@ class Platform:
         while True:
             await asyncio.sleep(self.settings.reload_interval)
             try:
+                await asyncio.to_thread(self.auth.maintain)
                 revision = await asyncio.to_thread(self.registry.revision)
                 if revision != self.runtime.revision and revision != self._failed_revision:
                     await self.reload()
@@ -172,6 +182,10 @@ class Platform:
         for old in self._retired:
             await old.close(keep=self.runtime)
         await self.runtime.close()
+        if self.gateway.limiter is not None:
+            await self.gateway.limiter.close()  # saves the spend settled since its last flush
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.auth.flush)
         pending = self.writer.pending
         await asyncio.to_thread(self.writer.close, max(1.0, deadline - time.monotonic()))
         log.info(

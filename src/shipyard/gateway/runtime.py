@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shipyard.config.loader import LoadedConfig
-from shipyard.config.schema import ModelConfig, Pricing, RouteConfig, TargetConfig
+from shipyard.config.schema import LimitsConfig, ModelConfig, Pricing, RouteConfig, TargetConfig
 from shipyard.errors import ConfigError, RouteNotFound
 from shipyard.providers.base import Health, Provider
 from shipyard.registry.prompts import Prompt
@@ -59,6 +59,8 @@ class Route:
     description: str = ""
     version: int | None = None
     guard: GuardPipeline | None = None  # None: no guards, and no cost on the request path
+    public: bool = False  # served on /v1 without an API key
+    limits: LimitsConfig | None = None  # route-wide rate limits and budgets
     _cumulative: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -193,6 +195,8 @@ class Runtime:
             r.description,
             self.versions.get(("route", r.name)),
             guard,
+            r.public,
+            r.limits if r.limits is not None and not r.limits.empty() else None,
         )
 
     def resolve(self, name: Any, kind: str) -> Route:

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 import yaml
 
 from shipyard.errors import InvalidRequest, NotFound
+from shipyard.store import audit
+from shipyard.store.audit import Actor
 from shipyard.store.db import Store
 from shipyard.store.tables import (
     registry_alias_events,
@@ -33,13 +35,26 @@ from shipyard.store.tables import (
 KINDS = ("provider", "model", "route", "prompt")
 PLURALS = {"providers": "provider", "models": "model", "routes": "route", "prompts": "prompt"}
 CURRENT = "current"
-_VERSION_REF = re.compile(r"^v?(\d+)$")
+# At most 18 digits: a version number the store can hold (a longer one is no version, so 404).
+_VERSION_REF = re.compile(r"^v?(\d{1,18})$")
 _HASH_REF = re.compile(r"^[0-9a-f]{6,64}$")
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
+def _actor(actor: str | Actor | None) -> Actor:
+    """Callers name who acts with a string (the command line) or an Actor (an API key's role too)."""
+    if isinstance(actor, Actor):
+        return actor
+    return Actor(actor or "unknown", None, "cli")
+
+
 def content_hash(kind: str, spec: dict[str, Any]) -> str:
-    canonical = orjson.dumps({"kind": kind, "spec": spec}, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps({"kind": kind, "spec": spec}, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # an integer beyond 64 bits, or a value JSON has no form for
+        raise InvalidRequest(
+            f"the {kind} spec cannot be stored as JSON ({exc}); use numbers within 64 bits", param="spec"
+        ) from None
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -317,16 +332,18 @@ class Registry:
         name: str,
         spec: dict[str, Any],
         *,
-        actor: str | None,
+        actor: str | Actor | None,
         message: str | None = None,
         aliases: list[str] | tuple[str, ...] = (),
         conn: sa.Connection | None = None,
     ) -> Change:
         """Record `spec` as the current version of `name` (content-addressed)."""
         kind = check_kind(kind)
+        who = _actor(actor)
+        actor = who.name
         if conn is None:
             with self.store.write() as own:
-                return self.put(kind, name, spec, actor=actor, message=message, aliases=aliases, conn=own)
+                return self.put(kind, name, spec, actor=who, message=message, aliases=aliases, conn=own)
         now = time.time()
         digest = content_hash(kind, spec)
         entity_id = self._entity_id(conn, kind, name)
@@ -376,6 +393,24 @@ class Registry:
                 created_aliases.append(alias)
         if changed or created_aliases:
             self._bump(conn)
+        if changed:
+            before_spec = None
+            if current is not None:
+                before_spec = self._version(conn, kind, name, entity_id, current).spec
+            audit.record(
+                self.store,
+                who,
+                f"{kind}.put",
+                f"{kind}:{name}",
+                before=None if before_spec is None else {"version": current, "spec": before_spec},
+                after={"version": number, "spec": spec, "status": status},
+                detail=message,
+                conn=conn,
+            )
+        for alias in created_aliases:
+            audit.record(
+                self.store, who, "alias.set", f"{kind}:{name}@{alias}", after={"version": number}, conn=conn
+            )
         return Change(status, self._version(conn, kind, name, entity_id, number), current, created_aliases)
 
     def set_alias(
@@ -385,11 +420,13 @@ class Registry:
         alias: str,
         ref: str,
         *,
-        actor: str | None,
+        actor: str | Actor | None,
         reason: str | None = None,
         evidence: Any = None,
     ) -> AliasEvent:
         kind = check_kind(kind)
+        who = _actor(actor)
+        actor = who.name
         if alias != CURRENT:
             check_alias(alias)
         with self.store.write() as conn:
@@ -402,13 +439,25 @@ class Registry:
                 return AliasEvent(kind, name, alias, before, target, now, actor, "unchanged", evidence)
             event = self._move(conn, entity_id, alias, before, target, actor, reason, evidence)
             self._bump(conn)
+            audit.record(
+                self.store,
+                who,
+                "alias.set",
+                f"{kind}:{name}@{alias}",
+                before=None if before is None else {"version": before},
+                after={"version": target},
+                detail=reason,
+                conn=conn,
+            )
         return AliasEvent(kind, name, alias, before, target, event, actor, reason, evidence)
 
     def rollback(
-        self, kind: str, name: str, alias: str, *, actor: str | None, reason: str | None = None
+        self, kind: str, name: str, alias: str, *, actor: str | Actor | None, reason: str | None = None
     ) -> AliasEvent:
         """Move `alias` back to where it pointed before its latest move."""
         kind = check_kind(kind)
+        who = _actor(actor)
+        actor = who.name
         with self.store.write() as conn:
             entity_id = self._require_entity(conn, kind, name)
             last = conn.execute(
@@ -429,6 +478,16 @@ class Registry:
             why = reason or f"rollback of the move v{last.from_version} → v{last.to_version}"
             at = self._move(conn, entity_id, alias, int(last.to_version), target, actor, why, None)
             self._bump(conn)
+            audit.record(
+                self.store,
+                who,
+                "alias.rollback",
+                f"{kind}:{name}@{alias}",
+                before={"version": int(last.to_version)},
+                after={"version": target},
+                detail=why,
+                conn=conn,
+            )
         return AliasEvent(kind, name, alias, int(last.to_version), target, at, actor, why)
 
     def _move(

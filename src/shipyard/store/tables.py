@@ -322,3 +322,60 @@ alert_events = sa.Table(
 )
 sa.Index("ix_alert_events_fingerprint", alert_events.c.fingerprint, alert_events.c.started_at)
 sa.Index("ix_alert_events_started", alert_events.c.started_at)
+
+# -- security -------------------------------------------------------------------------------------
+
+# API keys: only the SHA-256 of a key is kept, with its first characters to tell keys apart.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("routes", JSONType, doc="route names the key may call; null: every route"),
+    sa.Column("limits", JSONType, doc="LimitsConfig: requests/tokens per minute, USD per day/month"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(256)),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("revoked_by", sa.String(256)),
+    sa.Column("last_used_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False, doc="running gateways reload keys when it moves"),
+)
+sa.Index("ix_api_keys_updated", api_keys.c.updated_at)
+
+# Every admin change, append-only (triggers refuse UPDATE and DELETE). Each row's hash covers its
+# content and the previous row's hash, so `shipyard audit verify` detects edits made around them.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("role", sa.String(16), doc="the actor's role; null for the command line"),
+    sa.Column("action", sa.String(64), nullable=False, doc="e.g. key.create, alias.set, route.put"),
+    sa.Column("target", sa.String(256), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False, doc="ok | denied"),
+    sa.Column("before", JSONType),
+    sa.Column("after", JSONType),
+    sa.Column("detail", sa.Text),
+    sa.Column("source", sa.String(64), doc="api (with the client address) or cli"),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+sa.Index("ix_audit_log_at", audit_log.c.at)
+sa.Index("ix_audit_log_target", audit_log.c.target)
+
+# Spend and usage per limit subject (`key:<id>`, `route:<name>`) and UTC window, for the in-process
+# limiter to survive restarts (with Redis the counters live there).
+usage_counters = sa.Table(
+    "usage_counters",
+    metadata,
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("window", sa.String(8), primary_key=True, doc="day | month"),
+    sa.Column("start", sa.Float, primary_key=True, doc="epoch seconds of the window start (UTC)"),
+    sa.Column("usd", sa.Float, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.applications import Starlette
@@ -29,7 +30,12 @@ PAGE_MODULES = (
     "shipyard.web.traffic_pages",  # overview, traces, trace
     "shipyard.web.registry_pages",  # prompts, datasets, runs, evals
     "shipyard.web.monitor_pages",  # drift, alerts
+    "shipyard.web.security_pages",  # login, keys, audit
 )
+
+# Reachable without a session: the login page and what it needs to render.
+OPEN_PATHS = ("/login", "/static/", "/favicon.ico")
+ADMIN_PATHS = ("/keys", "/audit")
 
 
 def _wants_html(request: Request) -> bool:
@@ -147,6 +153,62 @@ class _Unexpected:
             await response(scope, receive, send)
 
 
+class RequireLogin:
+    """Every dashboard page needs a session (or an `Authorization: Bearer` key) of role viewer or
+    above; `/keys` and `/audit` need admin, and changes (POST) need developer. A browser without a
+    session is sent to `/login`; an API client gets a JSON 401. Paths under `/v1/` and `/api/` only
+    reach the dashboard when nothing else matched them, so they keep their 404 and 405 answers."""
+
+    def __init__(self, app: ASGIApp, platform: Any) -> None:
+        self.app = app
+        self.platform = platform
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(OPEN_PATHS) or path.startswith(("/v1/", "/api/")):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        response = self._refuse(request)
+        if response is None:
+            await self.app(scope, receive, send)
+        else:
+            await response(scope, receive, send)
+
+    def _refuse(self, request: Request) -> Response | None:
+        from starlette.responses import RedirectResponse
+
+        from shipyard.errors import Unauthorized
+
+        try:
+            principal = self.platform.auth.from_headers(request.headers)
+        except Unauthorized as exc:
+            principal, reason = None, exc.message
+        else:
+            reason = "log in with an API key"
+        if principal is None:
+            if _wants_html(request):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+            return _json_error(401, f"the dashboard needs a session: {reason}", "authentication_error")
+        needed = "viewer"
+        if request.url.path.startswith(ADMIN_PATHS):
+            needed = "admin"
+        elif request.method not in ("GET", "HEAD") and request.url.path != "/logout":
+            needed = "developer"
+        request.scope.setdefault("state", {})["principal"] = principal
+        if principal.at_least(needed):
+            return None
+        message = (
+            f"key `{principal.name}` has role `{principal.role}`; this page needs `{needed}` or above"
+            if principal.role != "client"
+            else f"key `{principal.name}` has role `client`, which calls the gateway only"
+        )
+        if _wants_html(request):
+            return _error_page(request, 403, "Not allowed", message)
+        return _json_error(403, message, "permission_error")
+
+
 async def _favicon(request: Request) -> Response:
     from shipyard.web.assets import LONG_CACHE
     from shipyard.web.common import STATIC
@@ -187,7 +249,7 @@ def create_web(platform: Any) -> Starlette:
             ShipyardError: _on_shipyard_error,
             HTTPException: _on_http_error,
         },
-        middleware=[Middleware(_Unexpected)],
+        middleware=[Middleware(_Unexpected), Middleware(RequireLogin, platform=platform)],
     )
     app.state.platform = platform
     return app

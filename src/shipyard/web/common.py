@@ -45,6 +45,8 @@ NAV: tuple[tuple[str, str], ...] = (
     ("Evals", "/evals"),
     ("Drift", "/drift"),
     ("Alerts", "/alerts"),
+    ("Keys", "/keys"),
+    ("Audit", "/audit"),
 )
 
 # Pages embed their data and load scripts only from this server; Plotly injects <style> elements.
@@ -266,6 +268,7 @@ def render(
         "path": path,
         "params": dict(request.query_params),
         "now": time.time(),
+        "me": getattr(request.state, "principal", None),
         **(context or {}),
     }
     html = environment().get_template(template).render(ctx)
@@ -292,28 +295,37 @@ def parse_time(value: str | float | None, field: str, now: float | None = None) 
     """Unix seconds from ``1717430000``, ``2024-06-03T16:00:00+02:00`` or ``15m`` (that long ago)."""
     if value is None:
         return None
+    t: float
     if isinstance(value, int | float):
-        return float(value)
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if is_duration(text):
-        return (now if now is not None else time.time()) - parse_duration(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(
-            f"`{field}` must be unix seconds, an ISO 8601 time (2024-06-03T16:00:00Z) or a duration "
-            f"ago (15m, 2h, 7d); got `{value}`",
-            param=field,
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        t = float(value)
+    else:
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            t = float(text)
+        except ValueError:
+            if is_duration(text):
+                t = (now if now is not None else time.time()) - parse_duration(text)
+            else:
+                try:
+                    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                except ValueError:
+                    raise InvalidRequest(
+                        f"`{field}` must be unix seconds, an ISO 8601 time (2024-06-03T16:00:00Z) or a "
+                        f"duration ago (15m, 2h, 7d); got `{value}`",
+                        param=field,
+                    ) from None
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+                t = parsed.timestamp()
+    # NaN, infinities and times outside what the store's columns and datetime can hold.
+    if not (math.isfinite(t) and 0 <= t <= LATEST_TIME):
+        raise InvalidRequest(f"`{field}` must be a time between 1970 and 9999; got `{value}`", param=field)
+    return t
+
+
+LATEST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 @dataclass(frozen=True)
@@ -379,6 +391,10 @@ class TimeWindow:
             seconds = parse_duration(key)
             if seconds <= 0:
                 raise InvalidRequest("`range` must be longer than 0 s", param="range")
+            if seconds > now:
+                raise InvalidRequest(
+                    "`range` reaches back before 1970; use a shorter duration", param="range"
+                )
             return cls(now - seconds, now, key)
         choices = ", ".join(k for k, _ in RANGES)
         raise InvalidRequest(

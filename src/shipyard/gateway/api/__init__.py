@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+from shipyard.gateway.api.deps import authorize
 
 
 def _error(
@@ -31,6 +32,8 @@ ROUTERS = (
     "shipyard.gateway.api.alerts",
     "shipyard.gateway.api.drift",
     "shipyard.gateway.api.monitoring",
+    "shipyard.gateway.api.keys",
+    "shipyard.gateway.api.audit",
 )
 
 
@@ -43,6 +46,7 @@ def create_api(platform: Any) -> FastAPI:
         description="Versioned prompts, model configs, routes and providers; datasets; experiment runs.",
         docs_url=None,  # Swagger UI loads its assets from a CDN; the schema is at /api/openapi.json
         redoc_url=None,
+        dependencies=[Depends(authorize)],
     )
     api.state.platform = platform
 

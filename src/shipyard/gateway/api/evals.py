@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.gateway.api import deps
 from shipyard.settings import Settings
+from shipyard.store.audit import Actor
 from shipyard.store.db import Store
 
 router = APIRouter(prefix="/evals", tags=["evals"])
@@ -172,7 +173,7 @@ def get_report(run_id: str, report: str, runner: Any = Depends(_runner)) -> Resp
 
 @router.post("/promote", summary="Move a prompt alias only if the candidate passes the suite")
 def promote(
-    body: Promote, runner: Any = Depends(_runner), actor: str = Depends(deps.actor)
+    body: Promote, runner: Any = Depends(_runner), actor: Actor = Depends(deps.audit_actor)
 ) -> dict[str, Any]:
     from shipyard.evals.promote import promote_prompt
 

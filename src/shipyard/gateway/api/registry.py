@@ -16,6 +16,7 @@ from shipyard.errors import InvalidRequest
 from shipyard.gateway.api import deps
 from shipyard.registry.prompts import Prompt, variables_of
 from shipyard.registry.versions import CURRENT, PLURALS, Registry
+from shipyard.store.audit import Actor
 from shipyard.store.db import Store
 
 router = APIRouter(tags=["registry"])
@@ -99,7 +100,7 @@ def _out(version: Any, status: str | None = None) -> VersionOut:
 
 @router.post("/apply", summary="Plan (and unless dry_run, apply) a shipyard.yaml")
 def apply_config(
-    body: ApplyIn, registry: Registry = Depends(_registry), actor: str = Depends(deps.actor)
+    body: ApplyIn, registry: Registry = Depends(_registry), actor: Actor = Depends(deps.audit_actor)
 ) -> dict[str, Any]:
     plan = apply(
         registry,
@@ -128,7 +129,7 @@ def _kind_router(plural: str) -> APIRouter:
 
     @r.post("", response_model=VersionOut, summary=f"Record a {single} version (content-addressed)")
     def create_version(
-        body: CreateVersion, registry: Registry = Depends(_registry), actor: str = Depends(deps.actor)
+        body: CreateVersion, registry: Registry = Depends(_registry), actor: Actor = Depends(deps.audit_actor)
     ) -> VersionOut:
         spec = {k: v for k, v in body.spec.items() if k != "name"}
         text = yaml.safe_dump({plural: [{"name": body.name, **spec}]}, sort_keys=False, allow_unicode=True)
@@ -172,7 +173,7 @@ def _kind_router(plural: str) -> APIRouter:
         alias: str,
         body: MoveAlias,
         registry: Registry = Depends(_registry),
-        actor: str = Depends(deps.actor),
+        actor: Actor = Depends(deps.audit_actor),
     ) -> dict[str, Any]:
         return registry.set_alias(
             single, name, alias, body.version, actor=actor, reason=body.reason
@@ -188,7 +189,7 @@ def _kind_router(plural: str) -> APIRouter:
         alias: str,
         body: Rollback | None = Body(None),
         registry: Registry = Depends(_registry),
-        actor: str = Depends(deps.actor),
+        actor: Actor = Depends(deps.audit_actor),
     ) -> dict[str, Any]:
         return registry.rollback(
             single, name, alias, actor=actor, reason=body.reason if body else None

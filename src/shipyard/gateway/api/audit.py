@@ -1,0 +1,84 @@
+"""`/api/audit`: the audit log of admin changes (role `admin`), newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from shipyard.durations import is_duration, parse_duration
+from shipyard.errors import InvalidRequest
+from shipyard.gateway.api import deps
+from shipyard.store import audit
+from shipyard.store.db import Store
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def parse_since(value: str) -> float:
+    """Epoch seconds from `24h` (that long ago) or an ISO time (`2026-11-29T08:00:00Z`)."""
+    import time
+    from datetime import UTC, datetime
+
+    if is_duration(value):
+        return time.time() - parse_duration(value)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"`since`: `{value}` is neither a duration (24h, 7d) nor an ISO time (2026-11-29T08:00:00Z)",
+            param="since",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: float
+    actor: str
+    role: str | None
+    action: str
+    target: str
+    outcome: str
+    before: Any
+    after: Any
+    detail: str | None
+    source: str | None
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEntry]
+    next_before_id: int | None
+
+
+@router.get("", response_model=AuditPage, summary="Audit entries, newest first (page with before_id)")
+def list_audit(
+    actor: str | None = Query(None, description="Substring of who acted (key name or id, CLI user)."),
+    action: str | None = Query(None, description="An action or its prefix: `key`, `alias.set`, `route`…"),
+    target: str | None = Query(None, description="Substring of what was changed, e.g. `prompt:support`."),
+    outcome: str | None = Query(None, pattern="^(ok|denied)$", description="ok or denied."),
+    since: str | None = Query(None, description="A duration (`24h`, `7d`) or an ISO time."),
+    before_id: int | None = Query(None, ge=1, description="Entries older than this id (the next page)."),
+    limit: int = Query(100, ge=1, le=1000),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    rows = audit.query(
+        store,
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        since=parse_since(since) if since else None,
+        before_id=before_id,
+        limit=limit,
+    )
+    return {"data": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+@router.get("/verify", summary="Recompute the hash chain: is the log intact?")
+def verify_audit(store: Store = Depends(deps.store)) -> dict[str, Any]:
+    checked, broken = audit.verify(store)
+    return {"entries": checked, "intact": broken is None, "first_broken_id": broken}
