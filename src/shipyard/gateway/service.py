@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shipyard.errors import InvalidRequest, ProviderError, ProviderTimeout, ShipyardError
+from shipyard.gateway.limits import Limiter, Ticket, estimate, subjects_for
 from shipyard.gateway.runtime import Route, Runtime, Target
 from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, Usage
 from shipyard.tracing import semconv as sc
@@ -27,6 +28,7 @@ from shipyard.tracing.spans import Span, Trace
 from shipyard.tracing.writer import TraceWriter
 
 if TYPE_CHECKING:
+    from shipyard.gateway.auth import Principal
     from shipyard.guard.pipeline import GuardState
 
 log = logging.getLogger("shipyard.gateway")
@@ -55,6 +57,8 @@ class Gateway:
         # Called with every finished trace, on the request path: metrics, online-eval sampling.
         # Each must be cheap and must not raise; slow work belongs on a queue of its own.
         self.observers: list[Callable[[Trace], None]] = []
+        # Rate limits and budgets; None (in-process gateways of eval runs) serves without them.
+        self.limiter: Limiter | None = None
 
     def _enter(self, runtime: Runtime) -> None:
         self.in_flight += 1
@@ -78,7 +82,13 @@ class Gateway:
         return user if isinstance(user, str) and user else None
 
     def _begin(
-        self, op: str, route: Route, body: dict[str, Any], key: str | None, headers: Mapping[str, str] | None
+        self,
+        op: str,
+        route: Route,
+        body: dict[str, Any],
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        principal: Principal | None = None,
     ) -> tuple[Trace, Span]:
         operation = OPERATIONS[op]
         trace = Trace(
@@ -88,6 +98,9 @@ class Gateway:
             user_id=key,
             route_version=route.version,
         )
+        if principal is not None:
+            trace.attributes["shipyard.key.id"] = principal.key_id
+            trace.attributes["shipyard.key.name"] = principal.name
         if headers is not None and (raw_tags := headers.get(TAGS_HEADER)):
             trace.tags = [t.strip() for t in raw_tags.split(",") if t.strip()][:32]
         if op == "chat":
@@ -220,6 +233,34 @@ class Gateway:
         root.attributes[sc.CANDIDATES] = [t.label for t in plan]
         return plan
 
+    async def _admit(
+        self, op: str, route: Route, body: dict[str, Any], plan: list[Target], principal: Principal | None
+    ) -> Ticket | None:
+        """Reserve what the request may use under its key's and route's limits (429 if it does not
+        fit). Only called for limited routes or keys: unlimited traffic never gets here."""
+        assert self.limiter is not None
+        subjects = subjects_for(route, principal)
+        if not subjects:
+            return None
+        return await self.limiter.admit(subjects, estimate(op, body, plan))
+
+    def _settle(self, ticket: Ticket, trace: Trace, abandoned: bool = False) -> None:
+        """Replace the reservation by what the request cost: the priced usage when it got any; the
+        prompt's estimate when the client left while a provider was working (providers bill the
+        prompt once they start); nothing when every attempt failed."""
+        assert self.limiter is not None
+        if trace.cost_usd is not None:
+            usd = trace.cost_usd
+            tokens = (trace.input_tokens or 0) + (trace.output_tokens or 0)
+        elif abandoned:
+            usd, tokens = ticket.demand.prompt_usd, ticket.demand.prompt_tokens
+        else:
+            usd, tokens = 0.0, 0
+        try:
+            self.limiter.settle(ticket, usd, tokens)
+        except Exception:
+            log.exception("settling usage for trace %s failed", trace.trace_id)
+
     async def _backoff(self, route: Route, retry: int, exc: ProviderError) -> None:
         delay = route.retry_backoff * (2**retry) * (0.5 + random.random())
         if exc.retry_after is not None:
@@ -229,21 +270,33 @@ class Gateway:
 
     # -- non-streamed ----------------------------------------------------------------------------
     async def complete(
-        self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        op: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        principal: Principal | None = None,
     ) -> Answer:
-        """Answer a non-streamed chat/completion/embeddings request (``op``)."""
+        """Answer a non-streamed chat/completion/embeddings request (``op``) for ``principal``
+        (the API key; None for public routes and in-process callers)."""
         kind = "embedding" if op == "embeddings" else "chat"
         runtime = self.runtime
         route = runtime.resolve(body.get("model"), kind)
         key = self.sticky_key(body, headers)
-        trace, root = self._begin(op, route, body, key, headers)
+        trace, root = self._begin(op, route, body, key, headers, principal)
         self._enter(runtime)
+        ticket: Ticket | None = None
+        abandoned = False
         try:
             guard = route.guard
             state: GuardState | None = None
             if guard is not None and op != "embeddings":
                 body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
+            if self.limiter is not None and (
+                route.limits is not None or (principal is not None and principal.limits is not None)
+            ):
+                ticket = await self._admit(op, route, body, plan, principal)
             result = await self._try_targets(op, route, plan, body, key, trace, root, state)
             if state is not None and guard is not None and isinstance(result, Completion):
                 result = guard.check_output(op, result, state, trace, root)
@@ -251,10 +304,13 @@ class Gateway:
             self._finish(trace, root, exc, exc.status)
             raise
         except asyncio.CancelledError as exc:
+            abandoned = True
             self._finish(trace, root, ClientGone("client disconnected"), 499)
             raise exc
         finally:
             self._leave(runtime)
+            if ticket is not None:
+                self._settle(ticket, trace, abandoned)
         trace.ttft_ms = trace.latency_ms
         if isinstance(result, Embeddings):
             trace.output = None
@@ -322,7 +378,12 @@ class Gateway:
 
     # -- streamed --------------------------------------------------------------------------------
     async def open_stream(
-        self, op: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        op: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        principal: Principal | None = None,
     ) -> tuple[AsyncIterator[bytes], Trace]:
         """Start a streamed answer. Targets are tried until one produces its first chunk, so any
         failure before the first byte is still an HTTP error (and can fall back); after that the
@@ -330,14 +391,19 @@ class Gateway:
         runtime = self.runtime
         route = runtime.resolve(body.get("model"), "chat")
         key = self.sticky_key(body, headers)
-        trace, root = self._begin(op, route, body, key, headers)
+        trace, root = self._begin(op, route, body, key, headers, principal)
         self._enter(runtime)
+        ticket: Ticket | None = None
         try:
             guard = route.guard
             state: GuardState | None = None
             if guard is not None:
                 body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
+            if self.limiter is not None and (
+                route.limits is not None or (principal is not None and principal.limits is not None)
+            ):
+                ticket = await self._admit(op, route, body, plan, principal)
             last: ProviderError | None = None
             n = 0
             for target in plan:
@@ -392,15 +458,19 @@ class Gateway:
                             await _aclose(it)
                             span.finish("ok")
                             raise
-                    return self._relay(runtime, trace, root, span, target, it, first), trace
+                    return self._relay(runtime, trace, root, span, target, it, first, ticket), trace
             raise _exhausted(route, n, last)
         except ShipyardError as exc:
             self._leave(runtime)
             self._finish(trace, root, exc, exc.status)
+            if ticket is not None:
+                self._settle(ticket, trace)
             raise
         except BaseException as exc:
             self._leave(runtime)
             self._finish(trace, root, ClientGone(f"stream setup aborted: {type(exc).__name__}"), 499)
+            if ticket is not None:
+                self._settle(ticket, trace, abandoned=True)
             raise
 
     async def _relay(
@@ -412,6 +482,7 @@ class Gateway:
         target: Target,
         it: AsyncIterator[StreamChunk],
         first: StreamChunk,
+        ticket: Ticket | None = None,
     ) -> AsyncIterator[bytes]:
         texts: list[str] = []
         usage: Usage | None = None
@@ -463,6 +534,8 @@ class Gateway:
                 )
                 root.attributes["shipyard.usage_estimated"] = True
             self._record_success(trace, span, target, usage, target.provider_model, finish)
+            if ticket is not None:
+                self._settle(ticket, trace)
             if error is not None:
                 span.status = "error"
                 span.attributes[sc.ERROR_TYPE] = _error_type(error)

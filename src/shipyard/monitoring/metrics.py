@@ -49,6 +49,29 @@ class _Bounded:
         return OTHER
 
 
+class _LimitRejections:
+    """Requests refused by a rate limit or budget, read from the limiter's counter at scrape time
+    (labels: the subject kind `key`/`route` and the limit: four values each, bounded)."""
+
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "shipyard_limit_rejections",
+            "Requests refused with HTTP 429 by a rate limit or budget.",
+            labels=["subject", "limit"],
+        )
+        for (subject, limit), n in sorted(self.limiter.rejections.items()):
+            family.add_metric([subject, limit], n)
+        yield family
+
+
 class Metrics:
     def __init__(self, max_label_values: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -129,6 +152,9 @@ class Metrics:
         self.traces_written.set_function(lambda: writer.written)
         self.traces_dropped.set_function(lambda: writer.dropped)
         self.in_flight.set_function(lambda: platform.gateway.in_flight)
+        limiter = getattr(platform.gateway, "limiter", None)
+        if limiter is not None:
+            self.registry.register(_LimitRejections(limiter))
 
     def _for(self, route: str, target: str, model: str) -> tuple[Any, ...]:
         key = (route, target, model)
