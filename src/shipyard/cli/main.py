@@ -9,13 +9,16 @@ import typer
 from shipyard import __version__
 from shipyard.cli import (
     alerts,
+    audit,
     chat,
     config_cmd,
     datasets,
     drift,
     evals,
     guard,
+    keys,
     mock_cmd,
+    redteam,
     registry_cmd,
     runs,
     traces,
@@ -64,6 +67,9 @@ app.command("promote")(evals.promote)
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(drift.app, name="drift")
 app.add_typer(guard.app, name="guard")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+app.command("redteam")(redteam.redteam)
 
 
 def main() -> None:
