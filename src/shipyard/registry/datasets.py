@@ -171,7 +171,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     name, sep, version = ref.partition("@")
     if not sep or version.lower() == "latest":
         return name, None
-    m = re.fullmatch(r"[vV]?(\d+)", version)
+    m = re.fullmatch(r"[vV]?(\d{1,18})", version)  # more digits than the store's integers hold
     if m is None or int(m.group(1)) < 1:
         raise InvalidRequest(
             f"`{ref}`: the version after `@` must be a number (`{name}@3` or `{name}@v3`) or `latest`",
@@ -753,7 +753,11 @@ def _parse_csv(text: str, filename: str, progress: Progress | None) -> list[dict
 
 
 def _parse_yaml(text: str, filename: str) -> list[dict[str, Any]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is built: a control character fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise InvalidRequest(f"{filename}: not valid YAML: {exc}") from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -763,6 +767,8 @@ def _parse_yaml(text: str, filename: str) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{at}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise InvalidRequest(f"{filename}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # a scalar the constructor cannot turn into a value (a 5,000-digit int)
+        raise InvalidRequest(f"{filename}: a value cannot be read: {exc}") from None
     finally:
         loader.dispose()
     shape = f"{filename}: expected a list of examples, or a mapping with `examples:` holding that list"

@@ -51,6 +51,7 @@ MAX_KEY_CHARS = 250
 MAX_PARAM_CHARS = 6000  # of the value's JSON; bigger inputs belong in an artifact
 MAX_TAG_CHARS = 5000
 MAX_ARTIFACT_PATH = 1024
+MAX_INT = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) store
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CHUNK = 1 << 20
 
@@ -104,9 +105,12 @@ def _check_key(what: str, key: Any, param: str) -> str:
 
 
 def _check_json_value(value: Any) -> bool:
-    """True when the value is JSON data without NaN/Infinity (which JSON cannot represent)."""
-    if value is None or isinstance(value, str | bool | int):
+    """True when the value is JSON data without NaN/Infinity (which JSON cannot represent) and
+    without integers beyond 64 bits (which the JSON encoder refuses)."""
+    if value is None or isinstance(value, str | bool):
         return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, list | tuple):
@@ -114,6 +118,11 @@ def _check_json_value(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _check_json_value(v) for k, v in value.items())
     return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _canonical(value: Any) -> bytes:
@@ -264,7 +273,7 @@ class RunService:
             if not _check_json_value(value):
                 raise InvalidRequest(
                     f"param `{key}` must be a string, number, boolean, or a list/object of those "
-                    f"(finite numbers only); got {value!r}",
+                    f"(finite numbers only, integers within 64 bits); got {_short(value)}",
                     param=f"params.{key}",
                 )
             size = len(_canonical(value))
@@ -314,9 +323,14 @@ class RunService:
             step = m.get("step")
             if step is None:
                 step = 0
-            elif isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            elif (
+                isinstance(step, bool)
+                or not isinstance(step, numbers.Integral)
+                or not 0 <= int(step) <= MAX_INT
+            ):
                 raise InvalidRequest(
-                    f"metric `{key}`: step must be a whole number >= 0; got {step!r}", param=f"{where}.step"
+                    f"metric `{key}`: step must be a whole number from 0 to {MAX_INT}; got {step!r}",
+                    param=f"{where}.step",
                 )
             ts = m.get("timestamp")
             timestamp = now if ts is None else _number(ts, f"metric `{key}`: timestamp", f"{where}.timestamp")
@@ -362,9 +376,13 @@ class RunService:
                     raise InvalidRequest(f"{where}: a run cannot link to itself", param=f"{where}.name")
                 out.append(LinkRow(kind=kind, name=target, version=0))
                 continue
-            if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+            if (
+                isinstance(version, bool)
+                or not isinstance(version, numbers.Integral)
+                or not 1 <= int(version) <= MAX_INT
+            ):
                 raise InvalidRequest(
-                    f"{where}: {kind} `{name}` needs a version number >= 1; got {version!r}",
+                    f"{where}: {kind} `{name}` needs a version number from 1 to {MAX_INT}; got {version!r}",
                     param=f"{where}.version",
                 )
             version = int(version)

@@ -5,6 +5,7 @@ plain ``def`` handlers (FastAPI runs them in its thread pool)."""
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any, Literal
@@ -23,6 +24,8 @@ router = APIRouter(tags=["monitoring"])
 
 MAX_POINTS = 5000
 _TIME_HELP = "Unix seconds, an ISO 8601 time, or a duration meaning that long ago (`24h`)."
+# 9999-12-31T23:59:59Z: the last time a date can name (and far beyond any stored score).
+MAX_TIME = 253402300799.0
 
 
 def monitoring(request: Request) -> MonitoringService:
@@ -37,15 +40,23 @@ def parse_time(value: str | None, param: str, now: float) -> float | None:
         return None
     text = value.strip()
     try:
-        return float(text)
+        t = float(text)
     except ValueError:
-        pass
-    if is_duration(text):
-        return now - parse_duration(text)
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise InvalidRequest(f"`{param}`: `{value}` is not a time; {_TIME_HELP}", param=param) from None
+        if is_duration(text):
+            t = now - parse_duration(text)
+        else:
+            try:
+                t = datetime.fromisoformat(text).timestamp()
+            except ValueError:
+                raise InvalidRequest(
+                    f"`{param}`: `{value}` is not a time; {_TIME_HELP}", param=param
+                ) from None
+    # NaN, infinities and times before 1970 or after 9999 cannot be bucketed into steps.
+    if not (math.isfinite(t) and 0 <= t <= MAX_TIME):
+        raise InvalidRequest(
+            f"`{param}`: `{value}` is not a time between 1970 and 9999; {_TIME_HELP}", param=param
+        )
+    return t
 
 
 def parse_step(value: str | None, since: float, until: float) -> int:

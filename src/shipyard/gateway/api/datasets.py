@@ -22,6 +22,9 @@ from shipyard.store.db import Store
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
+# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
+_BIGINT = 2**63 - 1
+
 
 # -- request models ---------------------------------------------------------------------------------
 class _Strict(BaseModel):
@@ -69,12 +72,12 @@ class FromTracesRequest(_Strict):
     until: float | None = Field(None, description="Unix seconds: traces that started before this.")
     status: Literal["ok", "error"] | None = None
     prompt: str | None = Field(None, description="Only traces rendered from this prompt.")
-    prompt_version: int | None = Field(None, ge=1)
+    prompt_version: int | None = Field(None, ge=1, le=_BIGINT)
     tag: str | None = Field(None, description="Only traces whose tags contain this one.")
     feedback: Literal["positive", "negative", "any", "none"] | None = Field(
         None, description="Only traces with positive (score >= 0.5), negative, any or no user feedback."
     )
-    limit: int | None = Field(None, ge=1, description="At most this many traces (the newest).")
+    limit: int | None = Field(None, ge=1, le=_BIGINT, description="At most this many traces (the newest).")
     scrub_pii: bool = Field(False, description="Replace e-mails, phones, cards, IBANs with typed markers.")
     dedupe: bool = False
     expected_from_output: bool = Field(True, description="The trace's answer becomes `expected`.")
@@ -171,7 +174,7 @@ def list_versions(name: str, store: Store = Depends(deps.store)) -> list[Version
 def get_examples(
     name: str,
     version: str,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=_BIGINT),
     limit: int = Query(50, ge=1, le=1000),
     store: Store = Depends(deps.store),
 ) -> ExamplesPageOut:

@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.errors import InvalidRequest
 from shipyard.gateway.api import deps
 from shipyard.monitoring import drift as svc
 from shipyard.store import drift as q
 from shipyard.store.db import Store
 
 router = APIRouter(prefix="/drift", tags=["drift"])
+
+# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
+_BIGINT = 2**63 - 1
 
 _SPEC = (
     "Window spec: `1h`, `7d offset 1d`, `2026-11-01T00:00..2026-11-08T00:00` (UTC unless an offset is "
@@ -75,11 +80,30 @@ class DriftReportOut(BaseModel):
     metrics: dict[str, float]
 
 
+# 9999-12-31T23:59:59Z: the last time a date can name; reports write their windows as dates.
+_MAX_TIME = 253402300799.0
+
+
+def _check_window(spec: str, field: str, now: float) -> None:
+    """A duration window reaches back from now: one of a million days would start before 1970,
+    which no trace and no date in the report can hold."""
+    parsed = svc.parse_spec(spec, field)
+    if parsed.kind == "dataset":
+        return
+    since, until = parsed.bounds(now)
+    if not 0 <= since <= until <= _MAX_TIME:
+        raise InvalidRequest(
+            f"`{field}`: the window `{spec}` does not lie between 1970 and 9999; use a shorter duration "
+            "or offset, or a time range like `2026-11-01T00:00..2026-11-08T00:00`",
+            param=field,
+        )
+
+
 @router.get("", response_model=DriftListOut, summary="List drift reports, newest first")
 def list_drift(
     route: str | None = Query(None, description="Only this route's reports."),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=_BIGINT),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
     reports = svc.list_reports(store, route, limit=limit, offset=offset)
@@ -92,7 +116,7 @@ def list_drift(
 
 
 @router.get("/{report_id}", response_model=DriftReportOut, summary="One drift report with every test")
-def get_drift(report_id: int, store: Store = Depends(deps.store)) -> dict[str, Any]:
+def get_drift(report_id: int = Path(ge=1, le=_BIGINT), store: Store = Depends(deps.store)) -> dict[str, Any]:
     return svc.get_report(store, report_id).to_dict()
 
 
@@ -103,6 +127,9 @@ def get_drift(report_id: int, store: Store = Depends(deps.store)) -> dict[str, A
     summary="Run a drift check now and save its report",
 )
 def run_drift(body: RunDriftRequest, store: Store = Depends(deps.store)) -> dict[str, Any]:
+    now = time.time()
+    _check_window(body.reference, "reference", now)
+    _check_window(body.current, "current", now)
     report = svc.run_drift(
         store,
         body.route,

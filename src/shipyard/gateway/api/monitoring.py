@@ -20,6 +20,9 @@ from shipyard.web.common import TimeWindow
 
 router = APIRouter(tags=["monitoring"])
 
+# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
+_BIGINT = 2**63 - 1
+
 _TIME_HELP = "Unix seconds, ISO 8601 (2024-06-03T16:00:00Z) or a duration ago (15m, 2h, 7d)."
 _RANGE_HELP = "A preset window ending now: 15m, 1h, 6h, 24h, 7d, 30d (or any duration like 90m)."
 
@@ -139,7 +142,9 @@ def list_feedback(
     trace_id: str | None = Query(None, description="Only this trace's feedback."),
     name: str | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
-    before_id: int | None = Query(None, description="Page further back: the last `id` you got."),
+    before_id: int | None = Query(
+        None, ge=1, le=_BIGINT, description="Page further back: the last `id` you got."
+    ),
     store: Store = Depends(deps.store),
 ) -> list[FeedbackOut]:
     rows = fb.list_feedback(store, trace_id, limit=limit, before_id=before_id, name=name)

@@ -21,6 +21,9 @@ from shipyard.store.runs import ArtifactRow, LinkRow, RunRow
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
+# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
+_BIGINT = 2**63 - 1
+
 # Uploads up to this size stay in memory; bigger ones spill to a temporary file as they arrive.
 _SPOOL_BYTES = 8 * 1024 * 1024
 
@@ -194,7 +197,7 @@ def list_runs(
     name: str | None = Query(None, description="Runs whose name contains this (case-insensitive)."),
     parent: str | None = Query(None, description="Only children of this run."),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=_BIGINT),
     svc: RunService = Depends(service),
 ) -> dict[str, Any]:
     filters: dict[str, Any] = {
