@@ -167,6 +167,7 @@ def _audit_chart(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         for family, c in sorted(counts.items())
     ]
     return {
+        "kind": "plotly",
         "data": traces,
         "layout": {
             "barmode": "stack",
