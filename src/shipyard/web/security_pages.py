@@ -18,6 +18,16 @@ from shipyard.store import audit, keys
 from shipyard.web.common import blocking, platform_of, render, store_of
 
 AUDIT_PAGE = 100
+# One colour per kind of change; red is kept for refused attempts.
+FAMILY_COLORS = {
+    "key": "#1f77b4",
+    "alias": "#9467bd",
+    "route": "#2ca02c",
+    "prompt": "#ff7f0e",
+    "model": "#17becf",
+    "provider": "#8c564b",
+    "denied": "#d62728",
+}
 
 
 def safe_next(value: str | None) -> str:
@@ -162,7 +172,7 @@ def _audit_chart(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "name": family,
             "x": days,
             "y": [c.get(d, 0) for d in days],
-            **({"marker": {"color": "#d62728"}} if family == "denied" else {}),
+            "marker": {"color": FAMILY_COLORS.get(family, "#7f7f7f")},
         }
         for family, c in sorted(counts.items())
     ]
