@@ -17,8 +17,10 @@ import json
 import math
 import os
 import re
+import secrets
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -216,13 +218,18 @@ def server_config() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Pages and the API need a key: the server imports this one as its admin key, so the key check
+# is part of every timed request.
+ADMIN_KEY = "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
+
+
 @contextmanager
 def shipyard_up(url: str, work: Path) -> Iterator[str]:
     cfg = work / "shipyard.yaml"
     cfg.write_text(server_config())
     port = free_port()
     log = work / "server.log"
-    env = {**os.environ, "SHIPYARD_DATABASE_URL": url}
+    env = {**os.environ, "SHIPYARD_DATABASE_URL": url, "SHIPYARD_ADMIN_KEY": ADMIN_KEY}
     env.pop("SHIPYARD_CONFIG", None)
     cmd = [PY, "-m", "shipyard", "up", "--port", str(port), "--home", str(work / "home")]
     cmd += ["--config", str(cfg), "--log-level", "warning"]
@@ -291,7 +298,7 @@ def http_measurements(url: str, info: dict[str, Any], repeat: int) -> tuple[list
     with (
         tempfile.TemporaryDirectory(prefix="shipyard-dash-") as tmp,
         shipyard_up(url, Path(tmp)) as base,
-        httpx.Client(base_url=base, timeout=60) as client,
+        httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client,
     ):
         for name, path, note, acceptance in http_cases(info):
             probe = client.get(path)

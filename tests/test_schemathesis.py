@@ -234,6 +234,12 @@ EDGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
         {"json": {"route": "chat", "reference": "1h offset 9999999999999d", "current": "1h"}},
     ),
     ("POST", "/evals/runs", {"json": {"suite": BIG_VERSION_SUITE}}),
+    # A lone surrogate (valid in JSON escapes) quoted back in the error message.
+    ("POST", "/datasets/questions/import", {"params": {"format": "yaml"}, "content": b'{"\\udab5x": {}}'}),
+    ("GET", "/overview", {"params": {"since": "-inf"}}),
+    ("GET", "/overview", {"params": {"since": "nan"}}),
+    ("GET", "/overview", {"params": {"range": "99999999999999999d"}}),
+    ("GET", "/traces", {"params": {"since": "nan"}}),
 ]
 
 

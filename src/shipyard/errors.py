@@ -10,6 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def _printable(text: str) -> str:
+    """Messages quote what the client sent; a lone surrogate in it (JSON allows `\\ud800`) cannot
+    be encoded as UTF-8, so it would turn a 4xx into a 500 when the error is rendered."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class ShipyardError(Exception):
     """Base class; ``status`` is the HTTP status code the gateway answers with."""
 
@@ -25,9 +35,10 @@ class ShipyardError(Exception):
         code: str | None = None,
         status: int | None = None,
     ) -> None:
+        message = _printable(message)
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = None if param is None else _printable(param)
         if code is not None:
             self.code = code
         if status is not None:
@@ -86,7 +97,7 @@ class ConfigError(ShipyardError):
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
-        self.problems = problems or []
+        self.problems = [_printable(p) for p in problems or []]
 
     def __str__(self) -> str:
         if not self.problems:
