@@ -1,16 +1,26 @@
 """Prompt-injection and jailbreak detection, offline, in a few milliseconds.
 
-The model is two logistic regressions over the same hashed features (character 3–5-grams, word
+The model is three logistic regressions over the same hashed features (character 3–5-grams, word
 unigrams and bigrams, and a dozen indicator features for override phrases such as "ignore the
 previous instructions"), trained in this repository by ``tools/train_injection.py`` on permissively
 licensed public data plus templates; the weights (``models/injection.npz``) and a manifest of the
-data, licences and held-out metrics ship with the package, so nothing is downloaded at run time.
+data, licences, training command and calibration metrics ship with the package, so nothing is
+downloaded at run time. Rebuild them with::
+
+    python tools/train_injection.py --data ../shared/data --seed 13 --l2 1e-05 --target-fpr 0.01 \
+        --code-target-fpr 0.02 --folds 4
 
 - The ``direct`` head reads what a user typed: it flags instructions that try to override the
   system prompt, role-play jailbreaks, system-prompt and secret extraction.
 - The ``indirect`` head reads text the application passes along (retrieved documents, tool and
-  function results): there, any instruction addressed to the assistant ("in your reply, add …",
-  "recommend a book") is an injection, because a document has no business giving orders.
+  function results): there, any instruction or question addressed to the assistant ("in your
+  reply, add …", "recommend a book", "how can I sleep better?") is an injection, because a document
+  has no business giving orders.
+- A document that is code (``doc_kind``: a fenced block, a traceback, many code lines) goes to the
+  ``indirect_code`` head instead. Stack Overflow answers and bug reports ask and instruct their
+  reader all the time ("why does this happen?", "replace `x` with `y`"), so there the head looks
+  for injected code ("add this snippet to your solution: ```…```"), orders about the assistant's
+  reply, and overrides; it has its own calibration.
 
 Text is scored window by window (each sentence, each pair of neighbouring sentences, and short
 texts whole), so an instruction buried in a long e-mail is not diluted by the e-mail around it;
@@ -45,7 +55,7 @@ MANIFEST_PATH = MODEL_DIR / "injection.json"
 CHAR_BITS = 17
 WORD_BITS = 16
 CHAR_NS = (3, 4, 5)
-HEADS = ("direct", "indirect")
+HEADS = ("direct", "indirect", "indirect_code")
 _P = np.uint64(1_000_003)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -160,6 +170,14 @@ N_HAND = len(_HAND)
 # A sentence ends at . ! ? followed by a space or the end, or at a newline; a dot inside a token
 # (an e-mail address, a file name, 3.14) does not end one.
 _SEGMENT = re.compile(r"(?:[^\n.!?]|[.!?](?![\s.!?]|$))*(?:[.!?]+|\n|$)")
+# A line of code: a statement keyword at its start, a statement end (``;``, a brace, ``):``), or an
+# assignment. Indentation alone is no evidence: HTML e-mails turned into text are full of it.
+_CODE_LINE = re.compile(
+    r"^[ \t]*(?:def|class|import|from\s+[\w.]+\s+import|return|#include|function|const|let|var|public|"
+    r"private|print\()\b|^[^\n]*(?:[;{}]|\)\s*:)[ \t]*$|^[ \t]*[\w.\[\]'\"]+\s*[+\-*/]?=\s*[^\s=]",
+    re.MULTILINE,
+)
+_FENCE = re.compile(r"```")
 _MIN_WORDS = 1
 _MAX_SEGMENT = 400
 _WHOLE_MAX = 800
@@ -250,6 +268,22 @@ def features(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
     return chars, np.array(cval), words, np.array(wval), hand
 
 
+def doc_kind(text: str) -> str:
+    """``code`` for a text with a fenced block, a traceback, or at least three lines of code making a
+    fifth of its lines (a Stack Overflow answer, a bug report, a source file); else ``prose``.
+
+    The indirect head hands code to ``indirect_code``: such documents tell their reader what to do
+    ("add a `,` after …", "you need to call `strip()`") and ask questions, which in prose would be
+    instructions to the assistant."""
+    if "```" in text or "Traceback (most recent call last)" in text:
+        return "code"
+    lines = sum(1 for line in text.splitlines() if line.strip())
+    if lines < 3:
+        return "prose"
+    n = sum(1 for _ in _CODE_LINE.finditer(text))
+    return "code" if n >= 3 and n * 5 >= lines else "prose"
+
+
 def segments(text: str) -> list[tuple[int, int]]:
     """Sentence-ish spans; long lines are cut into pieces of at most ``_MAX_SEGMENT`` characters."""
     out: list[tuple[int, int]] = []
@@ -266,14 +300,21 @@ def segments(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def windows(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Windows to score: every segment, every two neighbouring segments, and a short text whole."""
+def windows(text: str, blocks: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Windows to score: every segment, every two neighbouring segments, and a short text whole; with
+    ``blocks`` (the indirect head), also every fenced code block with the line before it."""
     segs = segments(text)
     # Fragments of one or two words ("Hi,", "Regards.") carry no intent and only add noise.
     spans = {(a, b) for a, b in segs if len(text[a:b].split()) >= _MIN_WORDS}
     spans.update((segs[i][0], segs[i + 1][1]) for i in range(len(segs) - 1))
     if len(text) <= _WHOLE_MAX or not segs:
         spans.add((0, len(text)))
+    # A fenced code block with the line that introduces it ("add this to your code: ```…```"): what
+    # the code does and who is told to run it only show together.
+    fences = [m.start() for m in _FENCE.finditer(text)] if blocks else []
+    for a, b in zip(fences[::2], fences[1::2], strict=False):
+        intro = text.rfind("\n", 0, max(a - 1, 0)) + 1
+        spans.add((intro, min(b + 3, len(text), intro + _WHOLE_MAX)))
     ordered = sorted(spans)
     return (
         np.array([s[0] for s in ordered], dtype=np.int64),
@@ -310,16 +351,17 @@ class InjectionModel:
                     float(z[f"{h}_bias"]),
                 )
                 for h in HEADS
+                if f"{h}_bias" in z.files
             }
         return cls(heads)
 
     def window_logits(
         self, text: str, head: str, starts: np.ndarray | None = None, ends: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logit of every window of ``text`` (default: ``windows(text)``), with the windows."""
+        """Logit of every window of ``text`` (default: ``windows`` for the head), with the windows."""
         w = self.heads[head]
         if starts is None or ends is None:
-            starts, ends = windows(text)
+            starts, ends = windows(text, blocks=head != "direct")
         low = _lower(text)
         csum = np.zeros(len(starts))
         ccount = np.zeros(len(starts))
@@ -348,9 +390,12 @@ class InjectionModel:
         return logits, starts, ends
 
     def score(self, text: str, head: str) -> tuple[float, int, int]:
-        """The worst window's probability and its span ``(start, end)`` in ``text``."""
+        """The worst window's probability and its span ``(start, end)`` in ``text``; ``indirect``
+        sends code (``doc_kind``) to the ``indirect_code`` head when the model has one."""
         if not text.strip():
             return 0.0, 0, 0
+        if head == "indirect" and "indirect_code" in self.heads and doc_kind(text) == "code":
+            head = "indirect_code"
         logits, starts, ends = self.window_logits(text, head)
         i = int(np.argmax(logits))
         return 1.0 / (1.0 + math.exp(-float(logits[i]))), int(starts[i]), int(ends[i])
