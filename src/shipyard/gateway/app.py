@@ -204,6 +204,8 @@ def create_app(platform: Platform) -> FastPath:
         if path in hot and not exc.__dict__.get("shipyard_traced"):
             platform.metrics.reject(path, exc.code or exc.type)
         headers = {}
+        if trace_id := exc.__dict__.get("shipyard_trace_id"):
+            headers["x-shipyard-trace-id"] = trace_id
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             headers["retry-after"] = str(int(retry_after + 0.999))

@@ -206,8 +206,10 @@ class Gateway:
     ) -> None:
         trace.end = time.time()
         if error is not None:
-            # Already counted through its trace; the app counts only errors that have none.
+            # Already counted through its trace; the app counts only errors that have none. The
+            # trace id goes back to the client in the error response's headers.
             error.__dict__["shipyard_traced"] = True
+            error.__dict__["shipyard_trace_id"] = trace.trace_id
             trace.status = "error"
             trace.status_code = status
             trace.error = str(error)[:2000]

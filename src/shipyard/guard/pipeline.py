@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -154,6 +154,22 @@ def record(
         out.append(d)
 
 
+def _scrub(text: str, replaced: Sequence[tuple[str, str]]) -> str:
+    """``text`` with every value a guard redacted from this request replaced the same way."""
+    for original, replacement in sorted(replaced, key=lambda p: -len(p[0])):
+        if original and original in text:
+            text = text.replace(original, replacement)
+    return text
+
+
+def _scrub_findings(recorded: Sequence[dict[str, Any]], replaced: Sequence[tuple[str, str]]) -> None:
+    """Findings' details quote a little of the text (an injection's trigger phrase): never a value
+    another scanner redacted."""
+    for d in recorded:
+        if isinstance(d.get("detail"), str):
+            d["detail"] = _scrub(d["detail"], replaced)
+
+
 def non_overlapping(findings: Sequence[Finding]) -> list[Finding]:
     """Earliest first; of overlapping findings the longer one wins."""
     ordered = sorted(findings, key=lambda f: (f.start, -(f.end - f.start)))
@@ -237,9 +253,17 @@ class GuardPipeline:
                 ) from exc
         return found
 
-    def redact(self, text: str, findings: Sequence[Finding], stage: Stage, state: GuardState) -> str:
+    def redact(
+        self,
+        text: str,
+        findings: Sequence[Finding],
+        stage: Stage,
+        state: GuardState,
+        replaced: list[tuple[str, str]] | None = None,
+    ) -> str:
         """``text`` with every ``redact`` finding replaced; PII on input becomes a numbered
-        placeholder that ``restore_text`` can turn back into the value."""
+        placeholder that ``restore_text`` can turn back into the value. ``replaced`` collects
+        (original, replacement) pairs, to scrub the same values from messages and findings."""
         spans = non_overlapping([f for f in findings if f.action == "redact"])
         if not spans:
             return text
@@ -247,10 +271,14 @@ class GuardPipeline:
         pos = 0
         for f in spans:
             out.append(text[pos : f.start])
+            original = text[f.start : f.end]
             if self.types.get(f.scanner) == "pii" and stage == "input":
-                out.append(state.placeholder(f.kind, text[f.start : f.end]))
+                replacement = state.placeholder(f.kind, original)
             else:
-                out.append(f.replacement or f"<{f.kind.upper()}>")
+                replacement = f.replacement or f"<{f.kind.upper()}>"
+            out.append(replacement)
+            if replaced is not None:
+                replaced.append((original, replacement))
             pos = f.end
         out.append(text[pos:])
         return "".join(out)
@@ -308,6 +336,8 @@ class GuardPipeline:
         system = "\n".join(t for _, role, t, _ in items if role in ("system", "developer")) or None
         blocked: tuple[Finding, str] | None = None
         changes: dict[tuple[Any, ...], str] = {}
+        replaced: list[tuple[str, str]] = []
+        first_recorded = len(trace.attributes.get(FINDINGS_ATTR, ()))
         for where, role, text, path in items:
             ctx = ScanContext(
                 "input",
@@ -320,13 +350,21 @@ class GuardPipeline:
                 continue
             record(trace, findings, "input", where)
             all_findings += findings
+            # Redacted even when a finding blocks the request: the stored trace of a blocked
+            # request must not keep the values the PII and secrets scanners found (a blocked
+            # request's body goes nowhere else, so redacting blocked values costs nothing).
+            hidden = [
+                replace(f, action="redact")
+                if f.action == "block" and self.types.get(f.scanner) in ("pii", "secrets")
+                else f
+                for f in findings
+            ]
+            new = self.redact(text, hidden, "input", state, replaced)
+            if new != text:
+                changes[path] = new
             block = next((f for f in findings if f.action == "block"), None)
             if block is not None:
                 blocked = blocked or (block, where)
-                continue
-            new = self.redact(text, findings, "input", state)
-            if new != text:
-                changes[path] = new
         if whole and blocked is None:
             joined = "\n".join(t for _, _, t, _ in items)
             findings = self._scan(whole, joined, ScanContext("input", system_prompt=system))
@@ -336,17 +374,22 @@ class GuardPipeline:
             if block is not None:
                 blocked = (block, "the request")
         self._close_span(span, all_findings)
+        if replaced:
+            _scrub_findings(trace.attributes.get(FINDINGS_ATTR, [])[first_recorded:], replaced)
+        new_body = _apply_changes(body, changes) if changes else body
+        if changes:
+            if op == "chat":
+                trace.input = new_body.get("messages")
+            elif op == "completion":
+                trace.input = new_body.get("prompt")
+            if "variables" in new_body:
+                trace.attributes["shipyard.variables"] = new_body["variables"]
         if blocked is not None:
-            raise self._blocked_input(*blocked)
-        if not changes:
-            return body, state
-        new_body = _apply_changes(body, changes)
-        if op == "chat":
-            trace.input = new_body.get("messages")
-        elif op == "completion":
-            trace.input = new_body.get("prompt")
-        if "variables" in new_body:
-            trace.attributes["shipyard.variables"] = new_body["variables"]
+            error = self._blocked_input(*blocked)
+            if replaced:
+                error.message = _scrub(error.message, replaced)
+                error.args = (error.message,)
+            raise error
         return new_body, state
 
     def prepare_call(self, call: Call, state: GuardState) -> None:
