@@ -394,3 +394,25 @@ def test_judge_rules() -> None:
     hidden = planted.canary[:4] + "\u200b" + planted.canary[4:]
     verdict = judge.judge(attack, f"ref {hidden}")
     assert verdict.success and verdict.signals["canary"]
+
+
+def test_in_process_runs_never_change_the_registry(workdir: Path, tmp_path: Path) -> None:
+    """The first run on an empty store takes the file; a later file that would change the routes
+    (here: drop the guards of `guarded`) is refused, and the registry keeps serving the guards."""
+    from shipyard.registry.versions import Registry
+    from shipyard.store.db import Store
+    from shipyard.store.keys import list_keys
+
+    first = run(workdir, "-r", "guarded", "-n", "1", "--no-track", "-o", str(tmp_path / "a"))
+    assert first.exit_code == 0, first.output
+    config = workdir / "shipyard.yaml"
+    config.write_text(config.read_text().replace(GUARDS, ""))
+    second = run(workdir, "-r", "guarded", "-n", "1", "--no-track", "-o", str(tmp_path / "b"))
+    assert isinstance(second.exception, rt.RedteamError)
+    assert "would change the registry" in str(second.exception) and "route `guarded`" in str(second.exception)
+    store = Store(f"sqlite:///{workdir / 'home' / 'shipyard.db'}")
+    try:
+        assert Registry(store).get("route", "guarded").spec.get("guards")
+        assert list_keys(store, include_revoked=True) == []  # no admin key nobody saw
+    finally:
+        store.close()

@@ -55,6 +55,37 @@ def _progress(total: int) -> tuple[Any, Any]:
     return progress, task
 
 
+def _registry_document(settings: Any, doc: Any) -> Any:
+    """The config to build the in-process gateway from, without changing what running gateways
+    serve: a store whose registry is empty takes the file (as the first `shipyard up` would); a
+    registry that already matches it is used as it is; a registry the file would change is an
+    error, since applying it here would swap the routes (and guards) of every server on the store."""
+    if doc is None:
+        return None
+    from shipyard.cli.common import open_store
+    from shipyard.config.apply import plan
+    from shipyard.registry.versions import Registry
+
+    store = open_store(settings)
+    try:
+        registry = Registry(store)
+        if registry.snapshot().is_empty():
+            return doc
+        changes = plan(registry, doc).changes
+    finally:
+        store.close()
+    if not changes:
+        return None
+    names = ", ".join(f"{c.kind} `{c.name}`" for c in changes[:5]) + (" …" if len(changes) > 5 else "")
+    raise rt.RedteamError(
+        f"{doc.source} would change the registry of {settings.store_url} ({names}); `shipyard redteam` "
+        "does not change it, because running gateways serve it. Apply the file first "
+        f"(`shipyard apply {doc.source}`), red-team a server that runs it (`--url`), or use another "
+        "home (`--home`)",
+        param="config",
+    )
+
+
 async def _in_process(
     settings: Any,
     doc: Any,
@@ -68,6 +99,7 @@ async def _in_process(
 ) -> tuple[list[rt.Result], dict[str, Any]]:
     from shipyard.gateway.platform import Platform
 
+    doc = await asyncio.to_thread(_registry_document, settings, doc)
     platform = await asyncio.to_thread(Platform.build, settings, doc, cli_actor(settings))
     try:
         served = platform.runtime.resolve(route, "chat")

@@ -61,7 +61,7 @@ def up(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    platform = Platform.build(settings, doc, actor=cli_actor(settings))
+    platform = Platform.build(settings, doc, actor=cli_actor(settings), bootstrap_keys=True)
     app = create_app(platform)
     runtime = platform.runtime
     base = f"http://{settings.host}:{settings.port}"

@@ -51,10 +51,17 @@ class Platform:
 
     @classmethod
     def build(
-        cls, settings: Settings, document: Document | None = None, actor: str = "shipyard up"
+        cls,
+        settings: Settings,
+        document: Document | None = None,
+        actor: str = "shipyard up",
+        bootstrap_keys: bool = False,
     ) -> Platform:
         """Open the store, apply ``document`` (or, on an empty registry, the built-in default) and
-        build the runtime. Blocking; raises ConfigError before anything is served."""
+        build the runtime. Blocking; raises ConfigError before anything is served.
+        ``bootstrap_keys``: the server (`shipyard up`) makes sure an admin key exists (the first
+        one is created here and printed by the caller); in-process users (chat, red-team) do not,
+        so that a key nobody saw is never the store's first."""
         store = Store(settings.store_url)
         store.migrate()
         registry = Registry(store)
@@ -76,7 +83,8 @@ class Platform:
         gateway.limiter = build_limiter(settings, store)
         platform = cls(settings, store, registry, writer, gateway, document, applied)
         platform.auth = AuthService(store, settings.session_ttl)
-        platform.admin_secret = platform.auth.bootstrap(settings.admin_key)
+        if bootstrap_keys:
+            platform.admin_secret = platform.auth.bootstrap(settings.admin_key)
         platform.metrics = Metrics(settings.metrics_max_label_values)
         platform.metrics.bind(platform)
         gateway.observers.append(platform.metrics.observe)
