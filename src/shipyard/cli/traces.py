@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -104,16 +105,24 @@ def show(
         print_json(t)
         return
     console.print(f"[bold]trace {t['trace_id']}[/bold]  {_ts(t['start_time'])}  {t['operation']}")
-    console.print(
-        f"  route {t['route']} → target {t['target']} (provider {t['provider']}, model {t['model']})"
-    )
+    if t["target"]:
+        console.print(
+            f"  route {escape(str(t['route']))} → target {escape(str(t['target']))} "
+            f"(provider {escape(str(t['provider']))}, model {escape(str(t['model']))})"
+        )
+    else:  # refused before any provider was called (a guard, a limit)
+        console.print(f"  route {escape(str(t['route']))} → no provider called")
     console.print(
         f"  status {t['status']} ({t['status_code']})  latency {_ms(t['latency_ms'])} ms  "
         f"ttft {_ms(t['ttft_ms'])} ms  attempts {t['attempts']}  stream {t['stream']}"
     )
-    console.print(f"  tokens in {t['input_tokens']} out {t['output_tokens']}  cost ${t['cost_usd'] or 0:.6f}")
+    if t["input_tokens"] is not None or t["output_tokens"] is not None:
+        console.print(
+            f"  tokens in {t['input_tokens'] or 0} out {t['output_tokens'] or 0}  "
+            f"cost ${t['cost_usd'] or 0:.6f}"
+        )
     if t["error"]:
-        console.print(f"  [red]error[/red] {t['error']}", markup=False, highlight=False)
+        console.print(f"  [red]error[/red] {escape(t['error'])}", highlight=False)
     tree = Tree("spans")
     nodes: dict[str | None, Tree] = {None: tree}
     for s in t["spans"]:

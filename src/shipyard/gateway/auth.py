@@ -111,7 +111,7 @@ class AuthService:
         if revision != self._revision:
             self._revision = revision
             self._cache.clear()
-        if self._used and time.monotonic() - self._last_touch > 30:
+        if self._used and time.monotonic() - self._last_touch > 5:
             used, self._used = self._used, {}
             self._last_touch = time.monotonic()
             keys.touch(self.store, used)

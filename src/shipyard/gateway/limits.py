@@ -213,10 +213,9 @@ class Ticket:
 
 # -- messages --------------------------------------------------------------------------------------
 def _usd(x: float) -> str:
-    if x >= 1:
-        return f"${x:,.2f}"
-    text = f"{x:.6f}".rstrip("0").rstrip(".")
-    return "$" + (text if text not in ("", "0") else "0")
+    """Dollars with cents, and more decimals only where they matter ($4.9981 of $5.00, $0.00095)."""
+    whole, _, frac = f"{x:,.6f}".rstrip("0").partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
 
 
 def _in(seconds: float) -> str:
