@@ -388,8 +388,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Every proxy fronts the same mock OpenAI-compatible upstream (`shipyard mock-upstream`, "
         "a 16-token answer) on loopback. *Added p50* is the proxy's p50 at concurrency 1 minus the "
-        "direct call's. Shipyard runs with everything on: request validation, routing, tracing "
-        "(every request becomes a trace with 3 spans, written to SQLite by the batch writer).",
+        "direct call's. Shipyard runs with everything on: the API key check, request validation, "
+        "routing, tracing (every request becomes a trace with 3 spans, written to SQLite by the batch "
+        "writer).",
         "",
         "| | p50 @ c=1 | added p50 | p99 @ c=1 | req/s @ c=64 | p99 @ c=64 | errors | CPU ms / req "
         "| stream TTFT p50 | stream total p50 |",

@@ -78,7 +78,8 @@ class AuthService:
     def __init__(self, store: Store, session_ttl: float = 12 * 3600.0) -> None:
         self.store = store
         self.session_ttl = session_ttl
-        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        # key hash -> (record, its principal, cached until): one dict lookup per request
+        self._cache: dict[str, tuple[KeyRecord | None, Principal | None, float]] = {}
         self._revision = -1.0
         self._used: dict[str, float] = {}
         self._last_touch = time.monotonic()
@@ -121,17 +122,18 @@ class AuthService:
         keys.touch(self.store, used)
 
     # -- authentication ------------------------------------------------------------------------------
-    def _lookup(self, digest: str) -> KeyRecord | None:
+    def _lookup(self, digest: str) -> tuple[KeyRecord | None, Principal | None]:
         hit = self._cache.get(digest)
         now = time.time()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        if hit is not None and hit[2] > now:
+            return hit[0], hit[1]
         record = keys.by_hash(self.store, digest)
         if len(self._cache) > 50_000:  # random keys sprayed at the gateway must not grow memory
             self._cache.clear()
         expires = record.expires_at if record is not None and record.expires_at else now + 3600
-        self._cache[digest] = (record, min(expires, now + 3600))
-        return record
+        principal = _principal(record) if record is not None else None
+        self._cache[digest] = (record, principal, min(expires, now + 3600))
+        return record, principal
 
     def principal(self, secret: str) -> Principal:
         """The key's principal, or Unauthorized naming what is wrong (never which keys exist)."""
@@ -140,15 +142,16 @@ class AuthService:
                 "this is not a Shipyard API key (they start with `sk-shp-`); "
                 "an admin creates one with `shipyard keys create NAME --role client`"
             )
-        record = self._lookup(keys.key_hash(secret))
-        if record is None:
+        record, principal = self._lookup(keys.key_hash(secret))
+        if record is None or principal is None:
             raise Unauthorized(f"API key `{secret[: keys.SHOWN]}…` is not known to this Shipyard")
         if record.revoked_at is not None:
             raise Unauthorized(f"API key `{record.prefix}…` ({record.name}) was revoked")
-        if record.expires_at is not None and record.expires_at <= time.time():
+        now = time.time()
+        if record.expires_at is not None and record.expires_at <= now:
             raise Unauthorized(f"API key `{record.prefix}…` ({record.name}) has expired")
-        self._used[record.id] = time.time()
-        return _principal(record)
+        self._used[record.id] = now
+        return principal
 
     def from_headers(self, headers: Mapping[str, str], cookies: bool = True) -> Principal | None:
         """The caller of a request, None when it sends no credentials. The gateway (``/v1``)
@@ -189,11 +192,11 @@ class AuthService:
         )
         if not digest or not hmac.compare_digest(expected, mac):
             raise Unauthorized("the dashboard session is not valid; log in again at /login")
-        record = self._lookup(digest)
-        if record is None or not record.active:
+        record, principal = self._lookup(digest)
+        if record is None or principal is None or not record.active:
             raise Unauthorized("the key of this dashboard session was revoked or has expired; log in again")
         self._used[record.id] = time.time()
-        return _principal(record)
+        return principal
 
 
 def _principal(record: KeyRecord) -> Principal:
