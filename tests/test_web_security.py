@@ -40,6 +40,7 @@ def test_login_keys_audit_logout(anonymous: DashboardPage, empty_dashboard: Dash
     page.click("button[type=submit]")
     page.wait_for_url("**/traces?range=24h")
     anonymous.wait_ready()
+    page.wait_for_load_state("networkidle")
     anonymous.expect_text("admin (from the admin_key setting) · admin", "Log out")
 
     # Create a key through the Keys page: the secret is shown once, the list never shows it.
@@ -48,6 +49,7 @@ def test_login_keys_audit_logout(anonymous: DashboardPage, empty_dashboard: Dash
     page.select_option("#role", "viewer")
     page.click("#create-key button[type=submit]")
     page.wait_for_selector("#created-key")
+    page.wait_for_load_state("networkidle")
     secret = page.inner_text("[data-secret]").strip()
     assert re.fullmatch(r"sk-shp-[A-Za-z0-9]{40}", secret)
     headers = {"Authorization": f"Bearer {secret}"}
@@ -57,6 +59,9 @@ def test_login_keys_audit_logout(anonymous: DashboardPage, empty_dashboard: Dash
     row = page.locator("tr", has_text="browser-made")
     row.get_by_role("button", name="Revoke browser-made").click()
     page.wait_for_url("**/keys")
+    # Each click's page settles (favicon included) before the next navigation, so no request of it
+    # is aborted half way, which the harness reports as a problem.
+    page.wait_for_load_state("networkidle")
     assert httpx.get(server.url + "/api/prompts", headers=headers).status_code == 401
 
     # The audit log shows both changes, with who made them, and draws its chart.
@@ -71,5 +76,6 @@ def test_login_keys_audit_logout(anonymous: DashboardPage, empty_dashboard: Dash
     # Logging out ends the session: the next page asks for the key again.
     page.click(".whoami button[type=submit]")
     page.wait_for_url("**/login")
+    page.wait_for_load_state("networkidle")
     anonymous.goto("/")
     assert "/login" in page.url
