@@ -380,3 +380,47 @@ def test_windows_are_utc_days_and_calendar_months() -> None:
     assert w.month == 1_706_745_600 and w.month_end == 1_709_251_200
     dec = Windows.at(1_735_689_599)  # 2024-12-31 23:59:59 UTC
     assert dec.month_end == 1_735_689_600  # 2025-01-01
+
+
+STREAM_CONFIG = """
+providers:
+  - {name: fake, type: mock, output_tokens: 8, tokens_per_s: 200}
+models:
+  - {name: priced, provider: fake, pricing: {input_per_mtok: 50, output_per_mtok: 50}}
+routes:
+  - name: budgeted
+    targets: [{model: priced}]
+    limits: {usd_per_day: 1}
+"""
+
+
+async def test_a_stream_the_server_never_sends_still_ends_its_request(tmp_path: Path) -> None:
+    """The client can leave between the first chunk and the first byte sent: the stream is then
+    dropped without being iterated. The request must still end: in-flight count, trace, and the
+    budget's reservation replaced by what was used."""
+    import gc
+
+    settings = Settings(overrides={"home": str(tmp_path / "home")}, environ={})
+    platform = Platform.build(settings, read_document(STREAM_CONFIG))
+    await platform.open()
+    try:
+        gw = platform.gateway
+        finished: list[Any] = []
+        gw.observers.append(finished.append)
+        stream, trace = await gw.open_stream("chat", {"model": "budgeted", "messages": MSG, "stream": True})
+        assert gw.in_flight == 1
+        del stream
+        gc.collect()
+        for _ in range(100):  # the event loop closes the dropped generator
+            if not gw.in_flight:
+                break
+            await asyncio.sleep(0.01)
+        assert gw.in_flight == 0
+        assert finished == [trace] and trace.status == "error" and trace.status_code == 499
+        limiter = gw.limiter
+        assert limiter is not None
+        # Nothing stays reserved, and nothing is in flight under the route's budget.
+        counters = list(limiter._counters.values())
+        assert counters and all(c.reserved == 0 and c.in_flight == 0 for c in counters)
+    finally:
+        await platform.close()

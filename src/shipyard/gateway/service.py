@@ -13,7 +13,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -387,6 +387,27 @@ class Gateway:
         *,
         principal: Principal | None = None,
     ) -> tuple[AsyncIterator[bytes], Trace]:
+        """Start a streamed answer (see ``_open_stream``). The relay is run up to its first event
+        before it is handed over: a started generator is always closed (by whoever iterates it,
+        or by the event loop when it is dropped), and its ``finally`` ends the request: the
+        in-flight count, the trace, the limits' reservation. One that never started would keep
+        them forever if the client left before the server began sending."""
+        stream, trace = await self._open_stream(op, body, headers, principal=principal)
+        assert isinstance(stream, AsyncGenerator)
+        try:
+            head: bytes | None = await anext(stream)
+        except StopAsyncIteration:
+            head = None
+        return _Primed(head, stream), trace
+
+    async def _open_stream(
+        self,
+        op: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        principal: Principal | None = None,
+    ) -> tuple[AsyncIterator[bytes], Trace]:
         """Start a streamed answer. Targets are tried until one produces its first chunk, so any
         failure before the first byte is still an HTTP error (and can fall back); after that the
         stream belongs to the target that started it."""
@@ -542,6 +563,26 @@ class Gateway:
                 span.status = "error"
                 span.attributes[sc.ERROR_TYPE] = _error_type(error)
             self._finish(trace, root, error, status)
+
+
+class _Primed:
+    """A started relay and the event it already produced."""
+
+    def __init__(self, head: bytes | None, rest: AsyncGenerator[bytes, None]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def __aiter__(self) -> _Primed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()
 
 
 class ClientGone(ShipyardError):
