@@ -80,6 +80,7 @@ class AuthService:
         self.session_ttl = session_ttl
         # key hash -> (record, its principal, cached until): one dict lookup per request
         self._cache: dict[str, tuple[KeyRecord | None, Principal | None, float]] = {}
+        self._digests: dict[str, str] = {}  # key id -> stored hash, for dashboard sessions
         self._revision = -1.0
         self._used: dict[str, float] = {}
         self._last_touch = time.monotonic()
@@ -104,6 +105,7 @@ class AuthService:
     # -- keeping up with the store -------------------------------------------------------------------
     def invalidate(self) -> None:
         self._cache.clear()
+        self._digests.clear()
 
     def maintain(self) -> None:
         """Blocking; called from the platform's watcher thread: notice key changes made elsewhere
@@ -111,7 +113,7 @@ class AuthService:
         revision = keys.revision(self.store)
         if revision != self._revision:
             self._revision = revision
-            self._cache.clear()
+            self.invalidate()
         if self._used and time.monotonic() - self._last_touch > 5:
             used, self._used = self._used, {}
             self._last_touch = time.monotonic()
@@ -184,7 +186,11 @@ class AuthService:
         key_id, expiry, mac = parts
         if int(expiry) < time.time():
             raise Unauthorized("the dashboard session has expired; log in again at /login")
-        digest = keys.digest_of(self.store, key_id)
+        digest = self._digests.get(key_id)
+        if digest is None:
+            digest = keys.digest_of(self.store, key_id)
+            if digest is not None:
+                self._digests[key_id] = digest
         expected = (
             hmac.new(digest.encode(), f"{key_id}.{expiry}".encode(), hashlib.sha256).hexdigest()
             if digest

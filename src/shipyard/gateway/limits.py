@@ -20,6 +20,7 @@ has no ``await`` between check and reserve; spend saved to the store off the req
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import calendar
 import collections
@@ -274,7 +275,7 @@ def budget_refusal(
 
 
 # -- the interface ---------------------------------------------------------------------------------
-class Limiter:
+class Limiter(abc.ABC):
     """Admits requests against their subjects' limits and settles them when they finish."""
 
     backend = "base"
@@ -289,13 +290,13 @@ class Limiter:
     async def close(self) -> None:
         return None
 
+    @abc.abstractmethod
     async def admit(self, subjects: tuple[Subject, ...], demand: Demand) -> Ticket:
         """Reserve ``demand`` under every subject, or raise RateLimited reserving nothing."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def settle(self, ticket: Ticket, usd: float, tokens: int) -> None:
         """Replace the ticket's reservation by what the request used. Never blocks, never raises."""
-        raise NotImplementedError
 
     def _rejected(self, subject: Subject, limit: str) -> None:
         self.rejections[(subject.kind, limit)] += 1

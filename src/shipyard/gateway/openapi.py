@@ -222,116 +222,54 @@ def _schemas() -> dict[str, Any]:
         },
     }
     finish_reason = {"type": ["string", "null"], "description": "stop, length, tool_calls, content_filter"}
-    chat_completion = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "chat.completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "message", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "message": {
-                            "type": "object",
-                            "required": ["role"],
-                            "properties": {
-                                "role": {"const": "assistant"},
-                                "content": {"type": ["string", "null"]},
-                                "refusal": {"type": ["string", "null"]},
-                                "tool_calls": {"type": "array", "items": {"type": "object"}},
-                            },
-                        },
-                        "finish_reason": finish_reason,
-                        "logprobs": {"type": ["object", "null"]},
-                    },
+    chat_completion = _envelope(
+        "chat.completion",
+        ["index", "message", "finish_reason"],
+        {
+            "message": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"const": "assistant"},
+                    "content": {"type": ["string", "null"]},
+                    "refusal": {"type": ["string", "null"]},
+                    "tool_calls": {"type": "array", "items": {"type": "object"}},
                 },
             },
-            "usage": _ref("Usage"),
+            "finish_reason": finish_reason,
+            "logprobs": {"type": ["object", "null"]},
         },
-    }
-    completion = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "text_completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "text", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "text": {"type": "string"},
-                        "finish_reason": finish_reason,
-                        "logprobs": {"type": ["object", "null"]},
-                    },
+    )
+    completion = _envelope(
+        "text_completion",
+        ["index", "text", "finish_reason"],
+        {
+            "text": {"type": "string"},
+            "finish_reason": finish_reason,
+            "logprobs": {"type": ["object", "null"]},
+        },
+    )
+    chat_chunk = _envelope(
+        "chat.completion.chunk",
+        ["index", "delta"],
+        {
+            "delta": {
+                "type": "object",
+                "properties": {
+                    "role": {"const": "assistant"},
+                    "content": {"type": ["string", "null"]},
                 },
             },
-            "usage": _ref("Usage"),
+            "finish_reason": finish_reason,
         },
-    }
-    chat_chunk = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "chat.completion.chunk"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "description": "Empty in the last chunk, which carries `usage` when asked.",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "delta"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "delta": {
-                            "type": "object",
-                            "properties": {
-                                "role": {"const": "assistant"},
-                                "content": {"type": ["string", "null"]},
-                            },
-                        },
-                        "finish_reason": finish_reason,
-                    },
-                },
-            },
-            "usage": {"anyOf": [_ref("Usage"), {"type": "null"}]},
-        },
-    }
-    completion_chunk = {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "text_completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "text"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "text": {"type": "string"},
-                        "finish_reason": finish_reason,
-                    },
-                },
-            },
-            "usage": {"anyOf": [_ref("Usage"), {"type": "null"}]},
-        },
-    }
+        streamed=True,
+    )
+    completion_chunk = _envelope(
+        "text_completion",
+        ["index", "text"],
+        {"text": {"type": "string"}, "finish_reason": finish_reason},
+        streamed=True,
+    )
     embeddings = {
         "type": "object",
         "required": ["object", "data", "model"],
@@ -778,3 +716,32 @@ def _build() -> dict[str, Any]:
 def gateway_schema() -> dict[str, Any]:
     """The gateway's OpenAPI 3.1 schema (a fresh copy: callers may change it)."""
     return copy.deepcopy(_build())
+
+
+def _envelope(
+    object_name: str, required: list[str], choice: dict[str, Any], streamed: bool = False
+) -> dict[str, Any]:
+    """An OpenAI answer: id, object, created, model, choices of one shape, usage. Streamed chunks
+    may have no choices (the last one, carrying `usage` when asked) and a null `usage`."""
+    choices: dict[str, Any] = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": required,
+            "properties": {"index": {"type": "integer", "minimum": 0}, **choice},
+        },
+    }
+    if streamed:
+        choices["description"] = "Empty in the last chunk, which carries `usage` when asked."
+    return {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": object_name},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": choices,
+            "usage": {"anyOf": [_ref("Usage"), {"type": "null"}]} if streamed else _ref("Usage"),
+        },
+    }

@@ -235,6 +235,12 @@ class Gateway:
         root.attributes[sc.CANDIDATES] = [t.label for t in plan]
         return plan
 
+    def _limited(self, route: Route, principal: Principal | None) -> bool:
+        """Whether the request has limits to pass (a plain check, so unlimited traffic awaits nothing)."""
+        return self.limiter is not None and (
+            route.limits is not None or (principal is not None and principal.limits is not None)
+        )
+
     async def _admit(
         self, op: str, route: Route, body: dict[str, Any], plan: list[Target], principal: Principal | None
     ) -> Ticket | None:
@@ -295,9 +301,7 @@ class Gateway:
             if guard is not None and op != "embeddings":
                 body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
-            if self.limiter is not None and (
-                route.limits is not None or (principal is not None and principal.limits is not None)
-            ):
+            if self._limited(route, principal):
                 ticket = await self._admit(op, route, body, plan, principal)
             result = await self._try_targets(op, route, plan, body, key, trace, root, state)
             if state is not None and guard is not None and isinstance(result, Completion):
@@ -423,9 +427,7 @@ class Gateway:
             if guard is not None:
                 body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
-            if self.limiter is not None and (
-                route.limits is not None or (principal is not None and principal.limits is not None)
-            ):
+            if self._limited(route, principal):
                 ticket = await self._admit(op, route, body, plan, principal)
             last: ProviderError | None = None
             n = 0

@@ -149,8 +149,8 @@ def query(
         return [entry_dict(r) for r in conn.execute(q)]
 
 
-def _rows(store: Store, batch: int = 5000) -> Iterator[Any]:
-    last = 0
+def _rows(store: Store, after: int = 0, batch: int = 5000) -> Iterator[Any]:
+    last = after
     while True:
         with store.engine.connect() as conn:
             rows = conn.execute(
@@ -162,14 +162,29 @@ def _rows(store: Store, batch: int = 5000) -> Iterator[Any]:
         last = rows[-1].id
 
 
-def verify(store: Store) -> tuple[int, int | None]:
-    """(entries checked, id of the first entry whose hash does not match, or None)."""
-    prev = GENESIS
-    n = 0
-    for row in _rows(store):
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far the chain has been verified: entries checked, the last one's id and hash."""
+
+    entries: int = 0
+    last_id: int = 0
+    last_hash: str = GENESIS
+
+
+def verify_from(store: Store, start: Checkpoint) -> tuple[Checkpoint, int | None]:
+    """Verify the entries after ``start``: the new checkpoint, and the id of the first entry whose
+    hash does not match (None if intact). A page that shows the chain's state keeps the checkpoint
+    and reads only what was appended since."""
+    prev, n, last_id = start.last_hash, start.entries, start.last_id
+    for row in _rows(store, start.last_id):
         n += 1
-        data = entry_dict(row)
-        if _digest(prev, data) != row.hash:
-            return n, int(row.id)
-        prev = row.hash
-    return n, None
+        if _digest(prev, entry_dict(row)) != row.hash:
+            return Checkpoint(n, last_id, prev), int(row.id)
+        prev, last_id = row.hash, int(row.id)
+    return Checkpoint(n, last_id, prev), None
+
+
+def verify(store: Store) -> tuple[int, int | None]:
+    """(entries checked, id of the first entry whose hash does not match, or None): the whole log."""
+    checkpoint, broken = verify_from(store, Checkpoint())
+    return checkpoint.entries, broken

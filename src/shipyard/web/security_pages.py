@@ -208,7 +208,13 @@ async def audit_page(request: Request) -> Response:
         older = "/audit?" + urlencode(
             {**{k: v for k, v in filters.items() if v}, "before_id": rows[-1]["id"]}
         )
-    checked, broken = await blocking(audit.verify, store_of(request))
+    # The whole chain is checked once per process, then only what was appended since.
+    state = request.app.state
+    start = getattr(state, "audit_checkpoint", None) or audit.Checkpoint()
+    checkpoint, broken = await blocking(audit.verify_from, store_of(request), start)
+    if broken is None:
+        state.audit_checkpoint = checkpoint
+    checked = checkpoint.entries
     return render(
         request,
         "security/audit.html",
