@@ -64,7 +64,8 @@ class ShipyardServer:
         self.log_path = home.parent / f"{home.name}-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ShipyardServer:
+    def start(self, ready: bool = True) -> ShipyardServer:
+        """Start and wait until /readyz says 200 (``ready=False``: until /healthz answers)."""
         args = [sys.executable, "-m", "shipyard", "up", "--port", str(self.port), "--home", str(self.home)]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
@@ -77,7 +78,7 @@ class ShipyardServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"shipyard up exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.url + ("/readyz" if ready else "/healthz"), timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

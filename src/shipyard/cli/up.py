@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
+from typing import Any
 
 import typer
 
 from shipyard import __version__
-from shipyard.cli.common import ConfigOpt, HomeOpt, cli_actor, console, resolve
-from shipyard.settings import BY_NAME
+from shipyard.cli.common import ConfigOpt, HomeOpt, cli_actor, console, err_console, resolve
+from shipyard.config.loader import Document
+from shipyard.settings import BY_NAME, Settings
 
 
 def client_example(base: str, route: str, key: str = "sk-shp-…") -> str:
@@ -44,27 +48,91 @@ def up(
         help="debug, info, warning or error. Env: SHIPYARD_LOG_LEVEL. Default: info",
         show_default=False,
     ),
+    join: bool = typer.Option(
+        False,
+        "--join",
+        help="Serve a store that another running Shipyard server already serves. Without it a second "
+        "server on the same store is refused, since it would apply its config to the routes the first "
+        "one serves.",
+    ),
 ) -> None:
     """Start Shipyard: the OpenAI-compatible gateway on the configured routes, with every call traced.
 
     With no config file, route `default` serves the embedded local model (Gemma 3 270M on
-    llama.cpp) and `wordllama` serves embeddings: no API key, no network. Stop with Ctrl-C
-    (or SIGTERM): in-flight requests finish and every pending trace is written first.
+    llama.cpp, in a model worker process) and `wordllama` serves embeddings: no API key, no
+    network. The port is taken first and the store is claimed next: if either is in use, nothing
+    is changed and the exit code is 3. "ready" is printed once every local model has loaded and
+    answered a self-test (/readyz says 503 until then). Stop with Ctrl-C (or SIGTERM): in-flight
+    requests finish and every pending trace is written first.
     """
+    from shipyard.store import serving
+
+    settings, doc = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
+    base = f"http://{settings.host}:{settings.port}"
+    # Nothing may change before this server can really serve: the port first, then the store.
+    sock = _bind(settings.host, settings.port)
+    lock: serving.ServingLock | None = None
+    if not join:
+        try:
+            lock = serving.acquire(settings.store_url, base)
+        except serving.StoreInUse as exc:
+            sock.close()
+            err_console.print(
+                f"[red]error:[/red] {exc}. Stop that server first, or give this one its own store "
+                "(--home DIR or SHIPYARD_HOME), or pass --join to serve the same store on purpose "
+                "(this server's config is then applied to it)."
+            )
+            raise typer.Exit(3) from None
+    try:
+        _serve(settings, doc, sock, base)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else happens; exit 3 when the port is taken."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        err_console.print(
+            f"[red]error:[/red] cannot listen on host {host!r}: {exc}; check --host / SHIPYARD_HOME"
+        )
+        raise typer.Exit(3) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        busy = exc.errno == errno.EADDRINUSE
+        why = "is already in use (another Shipyard?" if busy else f"cannot be used ({exc.strerror};"
+        err_console.print(
+            f"[red]error:[/red] port {port} on {host} {why} try `curl http://{host}:{port}/healthz`). "
+            "Nothing was changed. Stop the other server, or pick a free port with --port N "
+            "(or SHIPYARD_PORT)."
+        )
+        raise typer.Exit(3) from None
+    # Listening from now on: a client that connects while the platform is being built waits in the
+    # backlog instead of being refused, and /readyz then answers 503 until the models are ready.
+    sock.listen(2048)
+    return sock
+
+
+def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: str) -> None:
     import uvicorn
 
     from shipyard.gateway.app import create_app
     from shipyard.gateway.platform import Platform
 
-    settings, doc = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
     settings.home_path.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
     platform = Platform.build(settings, doc, actor=cli_actor(settings), bootstrap_keys=True)
-    app = create_app(platform)
+    platform.on_started.append(lambda runtime: _report_start(runtime, base))
+    app = create_app(platform, background_start=True)
     runtime = platform.runtime
-    base = f"http://{settings.host}:{settings.port}"
     first_route = next((r for r in runtime.routes.values() if r.kind == "chat"), None)
     console.print(f"[bold]Shipyard {__version__}[/bold] — LLMOps platform")
     if platform.applied is not None:
@@ -111,6 +179,32 @@ def up(
     # The trace writer thread competes with the event loop for the GIL; a shorter switch interval
     # keeps a request from waiting behind a whole batch being serialized (p50/p99 at low load).
     sys.setswitchinterval(0.0005)
-    server.run()
+    console.print("  starting providers… (/readyz answers 503 until they are ready)")
+    server.run(sockets=[sock])
     if not server.started:
         raise typer.Exit(1)
+
+
+def _report_start(runtime: Any, base: str) -> None:
+    """Printed once the providers have started: "ready", or what failed, why, and the remedy."""
+    failed = {n: h.detail for n, h in runtime.readiness().items() if not h.ok}
+    for name, workers in runtime.worker_statuses().items():
+        if name not in failed:
+            console.print(
+                f"  model    [cyan]{name}[/cyan]: {len(workers)} worker(s) ready "
+                f"(pids {', '.join(str(w.pid) for w in workers)}), self-test answered"
+            )
+    for name, detail in failed.items():
+        err_console.print(f"[red]error:[/red] provider `{name}`: {detail}", highlight=False)
+    if failed:
+        routes = sorted(
+            r.name
+            for r in runtime.routes.values()
+            if all(t.provider_name in failed for t in (*r.targets, *r.fallbacks))
+        )
+        err_console.print(
+            f"Shipyard is serving on {base}, but {', '.join(f'`{r}`' for r in routes) or 'no route'} "
+            "cannot answer until this is fixed (details on /readyz)."
+        )
+    else:
+        console.print(f"[bold green]ready[/bold green] on {base}", highlight=False)

@@ -66,8 +66,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def create_app(platform: Platform) -> FastPath:
-    """The ASGI app serving ``platform`` (built with :meth:`Platform.build`)."""
+def create_app(platform: Platform, background_start: bool = False) -> FastPath:
+    """The ASGI app serving ``platform`` (built with :meth:`Platform.build`). ``background_start``:
+    serve probes while the providers start (``shipyard up``); otherwise the lifespan waits for them."""
     gw = platform.gateway
     auth = platform.auth
     limit = platform.settings.max_body_bytes
@@ -182,9 +183,21 @@ def create_app(platform: Platform) -> FastPath:
         # does not make this instance unready, since fallbacks may still serve its routes.
         for name, h in (await gw.runtime.probe()).items():
             providers[name]["health"] = {"ok": h.ok, "detail": h.detail}
-        ready = platform.store_ok and all(p["ready"] for p in providers.values())
+        for name, workers in gw.runtime.worker_statuses().items():
+            providers[name]["workers"] = [w.to_dict() for w in workers]
+        ready = platform.store_ok and not platform.starting and all(p["ready"] for p in providers.values())
+        if ready:
+            status = "ready"
+        elif platform.starting:
+            loading = [n for n, p in providers.items() if not p["ready"]]
+            status = (
+                f"starting: waiting for provider(s) {', '.join(loading)} "
+                "(local models load, then answer a self-test)"
+            )
+        else:
+            status = "not ready"
         body = {
-            "status": "ready" if ready else "not ready",
+            "status": status,
             "store": "ok" if platform.store_ok else "not open",
             "registry_revision": gw.runtime.revision,
             "reload_error": platform.reload_error,
@@ -239,7 +252,7 @@ def create_app(platform: Platform) -> FastPath:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await platform.open()
+        await platform.open(background=background_start)
         # Everything loaded so far (libraries, config, the model) lives as long as the process:
         # moving it out of the collector's reach keeps full collections short, which is what
         # otherwise shows up as multi-millisecond stalls in the request latency tail.

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shipyard.config.apply import Plan, apply
@@ -45,8 +46,13 @@ class Platform:
     monitoring: MonitoringService | None = None  # online evals, drift checks, alert rules
     auth: AuthService = field(init=False)  # API keys and dashboard sessions
     admin_secret: str | None = None  # an admin key created at this start, to print once
+    # Called once the providers of the first runtime have started (or failed to): `shipyard up`
+    # says "ready" then, not before each local model has answered its self-test.
+    on_started: list[Callable[[Runtime], None]] = field(default_factory=list)
+    starting: bool = False  # the first runtime's providers are still starting
     _retired: list[Runtime] = field(default_factory=list)
     _watcher: asyncio.Task[None] | None = None
+    _starter: asyncio.Task[None] | None = None
     _failed_revision: int | None = None
 
     @classmethod
@@ -111,16 +117,34 @@ class Platform:
     def runtime(self) -> Runtime:
         return self.gateway.runtime
 
-    async def open(self) -> None:
+    async def open(self, background: bool = False) -> None:
+        """Start everything. ``background``: return before the providers have started (a server
+        then answers probes, with /readyz saying 503 "starting", while models load)."""
         if self.gateway.limiter is not None:
             await self.gateway.limiter.start()
         if self.exporter is not None:
             self.exporter.start()
         self.writer.start()
-        await self.runtime.start()
+        self.starting = True
+        if background:
+            self._starter = asyncio.create_task(self._start_providers(), name="shipyard-provider-start")
+        else:
+            await self._start_providers()
         if self.monitoring is not None:
             await self.monitoring.start()
         self._watcher = asyncio.create_task(self._watch(), name="shipyard-registry-watch")
+
+    async def _start_providers(self) -> None:
+        runtime = self.runtime
+        try:
+            await runtime.start()
+        finally:
+            self.starting = False
+        for callback in self.on_started:
+            try:
+                callback(runtime)
+            except Exception:
+                log.exception("start-up callback %r failed", callback)
 
     async def _watch(self) -> None:
         while True:
@@ -177,6 +201,11 @@ class Platform:
                 await old.close(keep=self.runtime)
 
     async def close(self) -> None:
+        if self._starter is not None and not self._starter.done():
+            # Models still loading: let them finish (bounded by their load timeout), so that the
+            # workers they start are stopped below rather than left behind.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._starter), self.settings.shutdown_timeout)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

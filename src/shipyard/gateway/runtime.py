@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.config.loader import LoadedConfig
 from shipyard.config.schema import LimitsConfig, ModelConfig, Pricing, RouteConfig, TargetConfig
 from shipyard.errors import ConfigError, RouteNotFound
-from shipyard.providers.base import Health, Provider
+from shipyard.providers.base import Health, Provider, SupervisesWorkers, WorkerStatus
 from shipyard.registry.prompts import Prompt
 
 if TYPE_CHECKING:
@@ -235,6 +235,15 @@ class Runtime:
                 self._ready[name] = Health(False, f"failed to start: {exc}")
 
         await asyncio.gather(*(one(n, p) for n, p in self.providers.items() if n not in self.reused))
+
+    def worker_statuses(self) -> dict[str, list[WorkerStatus]]:
+        """Live state of the model worker processes of each provider that has them (``local``):
+        one source for /readyz, /metrics and the dashboard."""
+        return {
+            name: p.workers()
+            for name, p in self.providers.items()
+            if isinstance(p, SupervisesWorkers) and p.workers()
+        }
 
     def readiness(self) -> dict[str, Health]:
         return {n: self._ready.get(n, Health(False, "starting")) for n in self.providers}

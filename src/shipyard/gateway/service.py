@@ -376,6 +376,8 @@ class Gateway:
                 if isinstance(result, Embeddings):
                     self._record_success(trace, span, target, result.usage, result.model, None)
                 else:
+                    if result.rendered_prompt is not None:
+                        span.attributes[sc.PROMPT_RENDERED] = result.rendered_prompt
                     self._record_success(
                         trace, span, target, result.usage, result.model, result.finish_reason
                     )
@@ -473,6 +475,8 @@ class Gateway:
                         self._fail_span(span, exc)
                         raise
                     trace.target, trace.provider = target.label, target.provider_name
+                    if first.rendered_prompt is not None:
+                        span.attributes[sc.PROMPT_RENDERED] = first.rendered_prompt
                     if state is not None and guard is not None and guard.guards_output(state):
                         # The output guard wraps the stream; a block in the first chunk is still
                         # an HTTP error, since nothing has been sent yet.

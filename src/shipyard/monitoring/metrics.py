@@ -72,6 +72,38 @@ class _LimitRejections:
         yield family
 
 
+class _ModelWorkers:
+    """Model worker processes of the providers that run their model out of the gateway's process
+    (``local``), read live at scrape time: restarts (a counter per provider; labels are provider
+    names from the config, so bounded) and how many workers are in each state."""
+
+    STATES = ("starting", "ready", "busy", "restarting", "failed", "stopped")
+
+    def __init__(self, platform: Any) -> None:
+        self.platform = platform
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        restarts = CounterMetricFamily(
+            "shipyard_model_worker_restarts",
+            "Model worker processes restarted after they died (segfault, OOM kill, kill -9).",
+            labels=["provider"],
+        )
+        workers = GaugeMetricFamily(
+            "shipyard_model_workers", "Model worker processes by state.", labels=["provider", "state"]
+        )
+        for name, statuses in self.platform.gateway.runtime.worker_statuses().items():
+            restarts.add_metric([name], sum(w.restarts for w in statuses))
+            for state in self.STATES:
+                workers.add_metric([name, state], sum(w.state == state for w in statuses))
+        yield restarts
+        yield workers
+
+
 class Metrics:
     def __init__(self, max_label_values: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -155,6 +187,7 @@ class Metrics:
         limiter = getattr(platform.gateway, "limiter", None)
         if limiter is not None:
             self.registry.register(_LimitRejections(limiter))
+        self.registry.register(_ModelWorkers(platform))
 
     def _for(self, route: str, target: str, model: str) -> tuple[Any, ...]:
         key = (route, target, model)

@@ -66,6 +66,7 @@ class Completion:
     model: str
     finish_reason: str | None = None
     raw: bytes | None = None
+    rendered_prompt: str | None = None  # the text the model was given, when the provider built it
 
     def to_bytes(self) -> bytes:
         if self.raw is not None:
@@ -81,6 +82,7 @@ class StreamChunk:
     text: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
+    rendered_prompt: str | None = None  # on a stream's first chunk: the text the model was given
 
 
 @dataclass(slots=True)
@@ -99,6 +101,30 @@ class Embeddings:
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self.vectors)],
             "model": self.model,
             "usage": {"prompt_tokens": self.usage.input_tokens, "total_tokens": self.usage.input_tokens},
+        }
+
+
+@dataclass(slots=True)
+class WorkerStatus:
+    """One model worker process of a provider that runs its model out of the gateway's process."""
+
+    index: int
+    state: str  # starting | ready | busy | restarting | failed | stopped
+    pid: int | None
+    restarts: int
+    served: int
+    last_exit: str | None  # how the previous process ended (signal, exit code, start-up error)
+    since: float  # when it entered this state (epoch seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "served": self.served,
+            "last_exit": self.last_exit,
+            "since": round(self.since, 3),
         }
 
 
@@ -139,6 +165,14 @@ class Provider(Protocol):
     def count_tokens(self, text: str, model: str) -> int: ...
 
     async def health(self) -> Health: ...
+
+
+@runtime_checkable
+class SupervisesWorkers(Protocol):
+    """A provider whose model runs in worker processes it supervises (``local``): the gateway shows
+    their state on /readyz, /metrics and the dashboard."""
+
+    def workers(self) -> list[WorkerStatus]: ...
 
 
 @dataclass(frozen=True)

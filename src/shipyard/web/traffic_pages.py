@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shipyard.tracing import semconv as sc
 from shipyard.web import data
-from shipyard.web.common import RANGES, TimeWindow, blocking, render, store_of
+from shipyard.web.common import RANGES, TimeWindow, blocking, platform_of, render, store_of
 
 FEEDBACK_FILTERS = (
     ("positive", "Positive"),
@@ -182,8 +183,18 @@ async def overview_page(request: Request) -> Response:
         "peak_rate": max((p["requests_per_s"] for p in ov["series"]), default=0.0),
         "any_traces": any_traces,
         "curl": _curl(request),
+        "workers": model_workers(platform_of(request).runtime),
     }
     return render(request, "overview.html", context)
+
+
+def model_workers(runtime: Any) -> list[dict[str, Any]]:
+    """The model worker processes of local providers, one row each, for the overview."""
+    return [
+        {"provider": name, **w.to_dict()}
+        for name, statuses in runtime.worker_statuses().items()
+        for w in statuses
+    ]
 
 
 async def traces_page(request: Request) -> Response:
@@ -223,8 +234,18 @@ async def trace_page(request: Request) -> Response:
         "t": t,
         "messages": _messages(t.get("input")),
         "attributes": sorted((t.get("attributes") or {}).items()),
+        "rendered": rendered_prompt(detail["spans"]),
     }
     return render(request, "trace.html", context)
+
+
+def rendered_prompt(spans: list[dict[str, Any]]) -> str | None:
+    """The text the model was given by the attempt that answered (the last one that recorded it)."""
+    for span in reversed(spans):
+        text = (span.get("attributes") or {}).get(sc.PROMPT_RENDERED)
+        if isinstance(text, str):
+            return text
+    return None
 
 
 def _messages(value: Any) -> list[dict[str, Any]]:
