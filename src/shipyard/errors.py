@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipyard.redact import scrub, scrub_bytes
+
 
 def _printable(text: str) -> str:
     """Messages quote what the client sent; a lone surrogate in it (JSON allows `\\ud800`) cannot
@@ -35,7 +37,8 @@ class ShipyardError(Exception):
         code: str | None = None,
         status: int | None = None,
     ) -> None:
-        message = _printable(message)
+        # Every message can end up in a response, a trace or a log: no resolved secret in any.
+        message = scrub(_printable(message))
         super().__init__(message)
         self.message = message
         self.param = None if param is None else _printable(param)
@@ -131,7 +134,7 @@ class ProviderError(ShipyardError):
         super().__init__(message, status=status, code=code)
         if retryable is not None:
             self.retryable = retryable
-        self.body = body
+        self.body = scrub_bytes(body) if body else body
         self.retry_after = retry_after
         self.upstream_status = upstream_status
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from shipyard import __version__
+from shipyard import __version__, redact
 from shipyard.cli.common import ConfigOpt, HomeOpt, cli_actor, console, err_console, resolve
 from shipyard.config.loader import Document
 from shipyard.settings import BY_NAME, Settings
@@ -179,6 +179,8 @@ def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: 
     # The trace writer thread competes with the event loop for the GIL; a shorter switch interval
     # keeps a request from waiting behind a whole batch being serialized (p50/p99 at low load).
     sys.setswitchinterval(0.0005)
+    # After uvicorn.Config, which set up its own loggers: every handler masks resolved secrets.
+    redact.install_log_filter("uvicorn", "uvicorn.error", "uvicorn.access")
     console.print("  starting providers… (/readyz answers 503 until they are ready)")
     server.run(sockets=[sock])
     if not server.started:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from shipyard import redact
 from shipyard.config.schema import ShipyardConfig
 from shipyard.errors import ConfigError
 
@@ -96,6 +97,8 @@ def substitute_env(
     def repl(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in environ:
+            if redact.SECRET_NAME.search(name):
+                redact.register(environ[name])
             return environ[name]
         if default is not None:
             return default
@@ -240,6 +243,7 @@ def validate(
             continue
         try:
             options[p.name] = ptype.options.model_validate(p.options)
+            redact.register_options(options[p.name])
             # Keep the typed options (secrets stay SecretStr, masked in any repr or dump) instead
             # of the raw values, so a printed config never shows a resolved API key.
             p.__pydantic_extra__ = options[p.name].model_dump(exclude_unset=True)

@@ -23,6 +23,7 @@ from shipyard.errors import InvalidRequest, ProviderError, ProviderTimeout, Ship
 from shipyard.gateway.limits import Limiter, Ticket, estimate, subjects_for
 from shipyard.gateway.runtime import Route, Runtime, Target
 from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, Usage
+from shipyard.redact import scrub
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
 from shipyard.tracing.writer import TraceWriter
@@ -178,7 +179,7 @@ class Gateway:
 
     def _fail_span(self, span: Span, exc: BaseException) -> None:
         span.finish("error", **{sc.ERROR_TYPE: _error_type(exc)})
-        span.attributes["error.message"] = str(exc)[:500]
+        span.attributes["error.message"] = scrub(str(exc))[:500]
 
     def _record_success(
         self, trace: Trace, span: Span, target: Target, usage: Usage, model: str, finish: str | None
@@ -212,7 +213,7 @@ class Gateway:
             error.__dict__["shipyard_trace_id"] = trace.trace_id
             trace.status = "error"
             trace.status_code = status
-            trace.error = str(error)[:2000]
+            trace.error = scrub(str(error))[:2000]
             root.finish("error", **{sc.ERROR_TYPE: _error_type(error)})
         else:
             root.finish("ok")

@@ -31,6 +31,7 @@ from shipyard.providers.base import (
     Usage,
     wants_usage,
 )
+from shipyard.redact import scrub, strip_userinfo
 
 
 class OpenAIOptions(ProviderOptions):
@@ -65,6 +66,7 @@ class OpenAICompatProvider(BaseProvider):
         super().__init__(name)
         self.options = options
         self.base_url = options.base_url.rstrip("/")
+        self.shown_url = strip_userinfo(self.base_url)  # for messages: never the credentials
         self._session: aiohttp.ClientSession | None = None
         headers = {"User-Agent": f"shipyard/{__version__}", "Content-Type": "application/json"}
         headers.update(options.headers)
@@ -101,7 +103,7 @@ class OpenAICompatProvider(BaseProvider):
             )
         if isinstance(exc, aiohttp.ClientConnectionError | OSError):
             return ProviderUnavailable(
-                f"provider `{self.name}` at {self.base_url} is unreachable: {type(exc).__name__}"
+                f"provider `{self.name}` at {self.shown_url} is unreachable: {type(exc).__name__}"
             )
         return ProviderError(f"provider `{self.name}` failed: {type(exc).__name__}: {exc}")
 
@@ -125,11 +127,30 @@ class OpenAICompatProvider(BaseProvider):
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._errors(exc, call) from None
 
-    def _completion(self, raw: bytes, call: Call, chat: bool) -> Completion:
+    def _json(self, raw: bytes, call: Call, field: str) -> dict[str, Any]:
+        """A 200 answer's JSON object, or a retryable error when it is not one (so a route with a
+        fallback falls back instead of passing garbage on as a success)."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise ProviderError(f"provider `{self.name}` answered invalid JSON: {raw[:200]!r}") from None
+            data = None
+        problem = None
+        if not isinstance(data, dict):
+            problem = f"invalid JSON: {scrub(raw[:200].decode('utf-8', 'replace'))!r}"
+        elif "error" in data:
+            problem = f"an error: {scrub(_event_error(data))}"
+        elif not isinstance(data.get(field), list):
+            problem = f"JSON without a `{field}` list"
+        if problem is not None:
+            raise ProviderError(
+                f"provider `{self.name}` model `{call.model}` answered HTTP 200 with {problem}",
+                code="upstream_malformed",
+            )
+        assert isinstance(data, dict)
+        return data
+
+    def _completion(self, raw: bytes, call: Call, chat: bool) -> Completion:
+        data = self._json(raw, call, "choices")
         text = ""
         finish = None
         choices = data.get("choices") if isinstance(data, dict) else None
@@ -157,7 +178,7 @@ class OpenAICompatProvider(BaseProvider):
 
     async def embed(self, call: Call) -> Embeddings:
         raw = await self._post("/embeddings", call)
-        data = orjson.loads(raw)
+        data = self._json(raw, call, "data")
         vectors = [d.get("embedding") for d in data.get("data", [])]
         u = data.get("usage") or {}
         return Embeddings(
@@ -218,7 +239,12 @@ class OpenAICompatProvider(BaseProvider):
                         if end < 0:
                             break
                         event, buf = buf[: end + 2], buf[end + 2 :]
-                        keep, t, u, f = _inspect_event(event, chat, drop_usage_only=injected)
+                        try:
+                            keep, t, u, f = _inspect_event(event, chat, drop_usage_only=injected)
+                        except ValueError as exc:
+                            if out:  # what came before the bad event still goes out first
+                                yield StreamChunk(out, text="".join(text_parts), usage=usage)
+                            raise self._malformed(call, exc) from None
                         if keep:
                             out += event
                         if t:
@@ -230,11 +256,24 @@ class OpenAICompatProvider(BaseProvider):
                     if out or usage is not None:
                         yield StreamChunk(out, text="".join(text_parts), usage=usage, finish_reason=finish)
                 if buf.strip():
-                    yield StreamChunk(buf)
+                    # The stream ended without the blank line after its last event.
+                    try:
+                        keep, t, u, f = _inspect_event(buf + b"\n\n", chat, drop_usage_only=injected)
+                    except ValueError as exc:
+                        raise self._malformed(call, exc) from None
+                    if keep or u is not None:
+                        yield StreamChunk(buf + b"\n\n" if keep else b"", text=t, usage=u, finish_reason=f)
         except ProviderError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise self._errors(exc, call) from None
+
+    def _malformed(self, call: Call, exc: ValueError) -> ProviderError:
+        return ProviderError(
+            f"provider `{self.name}` model `{call.model}` sent a malformed stream event ({exc}); the "
+            "upstream is not speaking OpenAI's server-sent events",
+            code="upstream_malformed",
+        )
 
     async def health(self) -> Health:
         try:
@@ -244,27 +283,30 @@ class OpenAICompatProvider(BaseProvider):
                 await resp.read()
                 return Health(resp.status < 500, f"GET /models → {resp.status}")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Health(False, f"{type(exc).__name__}: {exc}")
+            return Health(False, scrub(f"{type(exc).__name__}: {exc}"))
 
 
 def _inspect_event(
     event: bytes, chat: bool, drop_usage_only: bool
 ) -> tuple[bool, str, Usage | None, str | None]:
-    """Read one SSE event: (forward it?, text delta, usage, finish reason)."""
-    data = b""
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data += line[5:].lstrip()
-    if not data or data == b"[DONE]":
+    """Read one SSE event: (forward it?, text delta, usage, finish reason). Raises ValueError for an
+    event whose data is not a JSON object (nor ``[DONE]``): garbage must not pass for an answer."""
+    lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    data = b"\n".join(lines)
+    if not lines or data.strip() == b"[DONE]":
         return True, "", None, None
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return True, "", None, None
+        raise ValueError(f"data is not JSON: {scrub(data[:80].decode('utf-8', 'replace'))!r}") from None
     if not isinstance(obj, dict):
-        return True, "", None, None
+        raise ValueError(f"data is JSON but not an object: {type(obj).__name__}")
+    if "error" in obj:
+        raise ValueError(f"the upstream sent an error event: {scrub(_event_error(obj))}")
     usage = _usage(obj)
     choices = obj.get("choices") or []
+    if not isinstance(choices, list):
+        raise ValueError("`choices` is not a list")
     text = ""
     finish = None
     for c in choices:
@@ -272,12 +314,21 @@ def _inspect_event(
             continue
         if chat:
             delta = c.get("delta") or {}
-            text += delta.get("content") or ""
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text += content if isinstance(content, str) else ""
         else:
-            text += c.get("text") or ""
+            piece = c.get("text")
+            text += piece if isinstance(piece, str) else ""
         finish = c.get("finish_reason") or finish
     keep = not (drop_usage_only and usage is not None and not choices)
     return keep, text, usage, finish
+
+
+def _event_error(obj: dict[str, Any]) -> str:
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return str(err.get("message") or err)[:300]
+    return str(err)[:300]
 
 
 def _retry_after(value: str | None) -> float | None:
