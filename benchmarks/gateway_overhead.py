@@ -277,14 +277,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     fixed = "Harbours shelter ships from storms and let trade flow between distant shores every day"
     with (
-        process([*shipyard, "mock-upstream", "--port", str(up_port), "--output", fixed], LOAD_CPU),
+        process([*shipyard, "mock-upstream", "--port", str(up_port), "--answer", fixed], LOAD_CPU),
         process(
             [
                 *shipyard,
                 "mock-upstream",
                 "--port",
                 str(stream_port),
-                "--output",
+                "--answer",
                 fixed,
                 "--latency-ms",
                 "50",

@@ -664,12 +664,12 @@ def test_a_good_monitoring_section_parses_and_apply_and_export_ignore_it(tmp_pat
 def test_config_check_reports_monitoring_problems_with_lines(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE + "    - {name: a, metric: latency, op: '>', threshold: 1}\n")
-    r = shipyard_cli("config", "check", str(bad))
+    r = shipyard_cli("config", "check", "--config", str(bad))
     assert r.exit_code == 1
     assert f"{bad}:9: monitoring.alerts[0].metric" in r.output and "unknown metric `latency`" in r.output
     good = tmp_path / "good.yaml"
     good.write_text(BASE + "    - {name: a, metric: error_rate, op: '>', threshold: 0.1}\n")
-    assert shipyard_cli("config", "check", str(good)).exit_code == 0
+    assert shipyard_cli("config", "check", "--config", str(good)).exit_code == 0
 
 
 def test_events_store_keeps_one_row_per_episode(store: Store) -> None:

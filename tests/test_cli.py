@@ -58,8 +58,14 @@ def test_version_and_help(tmp_path: Path) -> None:
 def test_models_and_routes_list_show_the_applied_registry(tmp_path: Path) -> None:
     (tmp_path / "shipyard.yaml").write_text(CONFIG)
     home = str(tmp_path / "home")
-    assert json.loads(shipyard("models", "list", "--json", "--home", home, cwd=tmp_path).stdout) == []
-    shipyard("apply", "shipyard.yaml", "--home", home, cwd=tmp_path)
+    # Reading never creates a store: with none there yet, the command says where it looked.
+    missing = shipyard("models", "list", "--json", "--home", home, cwd=tmp_path, check=False)
+    assert missing.returncode == 2
+    assert f"no Shipyard store at {tmp_path / 'home' / 'shipyard.db'}" in missing.stderr
+    assert not (tmp_path / "home").exists()
+    applied = shipyard("apply", "shipyard.yaml", "--home", home, cwd=tmp_path)
+    assert f"created a new store at {tmp_path / 'home' / 'shipyard.db'}" in applied.stderr
+    assert json.loads(shipyard("prompts", "list", "--json", "--home", home, cwd=tmp_path).stdout) == []
     routes = json.loads(shipyard("routes", "list", "--json", "--home", home, cwd=tmp_path).stdout)
     assert [r["name"] for r in routes] == ["ab", "default"]
     models = json.loads(shipyard("models", "list", "--json", "--home", home, cwd=tmp_path).stdout)
@@ -138,6 +144,7 @@ def test_chat_in_process_is_traced_to_the_same_store(tmp_path: Path) -> None:
     home = tmp_path / "home"
     r = shipyard("chat", "Hello", "--in-process", "--home", str(home), cwd=tmp_path)
     assert "Fair winds and following seas" in r.stdout
+    assert f"created a new store at {home / 'shipyard.db'}" in r.stderr  # --in-process may create it
     r = shipyard("chat", "Once", "--completion", "--in-process", "--home", str(home), cwd=tmp_path)
     assert "Fair winds" in r.stdout
     assert count_traces(f"sqlite:///{home / 'shipyard.db'}") == 2
@@ -151,7 +158,7 @@ def test_chat_with_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
 def test_mock_upstream_command(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard", "mock-upstream", "--port", str(port), "--output", "mocked"],
+        [sys.executable, "-m", "shipyard", "mock-upstream", "--port", str(port), "--answer", "mocked"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -143,13 +143,14 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_config_check_cli(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(GOOD.replace("${TEST_OPENAI_KEY}", "${TEST_OPENAI_KEY:-}"))
-    r = run_cli("config", "check", str(good), cwd=tmp_path)
+    r = run_cli("config", "check", "--config", str(good), cwd=tmp_path)
     assert r.returncode == 0 and "is valid" in r.stdout and "2 provider(s)" in r.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("weight: 90}", "weight: 90, wieght: 3}"))
-    r = run_cli("config", "check", str(bad), cwd=tmp_path)
+    r = run_cli("config", "check", "-c", str(bad), cwd=tmp_path)
     assert r.returncode == 1
     assert "bad.yaml:18" in r.stderr and "wieght" in r.stderr and "Traceback" not in r.stderr
+    # The file as a positional argument, the old spelling, still works.
     r = run_cli("config", "check", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert r.returncode == 1 and "does not exist" in r.stderr
     # With no file anywhere, the built-in default is what is checked.

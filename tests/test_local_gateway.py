@@ -156,6 +156,16 @@ def test_the_model_sees_a_transcript_and_the_trace_shows_it(server: Any) -> None
     with server.http() as http:
         page = http.get(f"/traces/{t['trace_id']}", headers={"accept": "text/html"}).text
     assert "What the model saw" in page and "User: What is the capital of France?" in page
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "shipyard", "traces", "show", t["trace_id"], "--home", str(server.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "the model saw" in shown and "  User: What is the capital of France?" in shown
 
 
 def test_raw_completions_never_return_control_tokens(server: Any) -> None:

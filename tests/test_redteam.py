@@ -179,13 +179,14 @@ def test_unguarded_route_is_broken_and_guards_bring_the_rate_down(workdir: Path)
         "3",
         "--corpus",
         str(corpus),
-        "--out",
+        "--output",
         str(out_open),
         "--fail-above",
         "10%",
     )
     assert r1.exit_code == 1, r1.output  # the unguarded route's ASR is above 10%: the CI gate fails
     assert "above --fail-above" in r1.output
+    # --out, the old spelling of --output, still works (hidden from --help).
     r2 = run(workdir, "--route", "guarded", "-n", "3", "--out", str(out_guarded), "--fail-above", "0.5")
     assert r2.exit_code == 0, r2.output
 

@@ -264,7 +264,7 @@ def test_apply_export_apply_is_a_no_op(tmp_path: Path) -> None:
     try:
         dry = shipyard("apply", str(cfg), "--dry-run", cwd=tmp_path, home=home).stdout
         assert "+ create" in dry and "dry run: nothing written" in dry
-        assert json.loads(shipyard("prompts", "list", "--json", cwd=tmp_path, home=home).stdout) == []
+        assert not home.exists()  # a dry run writes nothing, not even a new store
         first = json.loads(shipyard("apply", str(cfg), "--json", cwd=tmp_path, home=home).stdout)
         assert (
             first["applied"] and first["counts"]["create"] == 8

@@ -9,11 +9,19 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from shipyard.cli.common import ConfigOpt, HomeOpt, JsonOpt, console, open_store, print_json, resolve
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    ConfigOpt,
+    HomeOpt,
+    JsonOpt,
+    console,
+    open_store,
+    print_json,
+    resolve,
+)
 from shipyard.errors import ConfigError
 from shipyard.monitoring.config import AlertRule, MonitoringConfig, load_monitoring
 
@@ -88,9 +96,16 @@ def list_rules(home: str = HomeOpt, config: str = ConfigOpt, json_out: bool = Js
     if not rows:
         console.print("no alert rules: add them under `monitoring: alerts:` in shipyard.yaml")
         return
-    table = Table(title=f"{len(rows)} alert rule(s)", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("rule", "state", "since", "condition", "now", "severity", "notify"):
-        table.add_column(col, overflow="fold")
+    table = CliTable(
+        Col("rule"),
+        Col("state"),
+        Col("since", wrap=True, min_width=8, drop=2),
+        Col("condition", wrap=True, whole_words=True, drop=4),
+        Col("now", wrap=True, min_width=8),
+        Col("severity", drop=1),
+        Col("notify", wrap=True, whole_words=True, drop=3),
+        title=f"{len(rows)} alert rule(s)",
+    )
     for r in rows:
         if r["state"] == "firing":
             state, since = "[red]firing[/red]", _ts(r["since"])
@@ -101,7 +116,7 @@ def list_rules(home: str = HomeOpt, config: str = ConfigOpt, json_out: bool = Js
         if r["error"]:
             now = f"[red]{escape(r['error'])}[/red]"
         table.add_row(
-            r["name"],
+            escape(r["name"]),
             state,
             since,
             escape(r["condition"]),
@@ -131,9 +146,16 @@ def events(
     if json_out:
         print_json(rows)
         return
-    table = Table(title=f"{len(rows)} alert episode(s), newest first", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("rule", "state", "started", "resolved", "value", "deliveries", "message"):
-        table.add_column(col, overflow="fold")
+    table = CliTable(
+        Col("rule"),
+        Col("state"),
+        Col("started"),
+        Col("resolved", drop=3),
+        Col("value", justify="right", drop=2),
+        Col("deliveries", wrap=True, min_width=6, drop=1),
+        Col("message", wrap=True, whole_words=True, drop=4),
+        title=f"{len(rows)} alert episode(s), newest first",
+    )
     for e in rows:
         deliveries = e["deliveries"] or []
         failed = [d for d in deliveries if not d.get("ok")]
@@ -141,7 +163,7 @@ def events(
             f", [red]{len(failed)} failed[/red]" if failed else ""
         )
         table.add_row(
-            e["rule"],
+            escape(e["rule"]),
             "[red]firing[/red]" if e["state"] == "firing" else "[green]resolved[/green]",
             _ts(e["started_at"]),
             _ts(e["resolved_at"]),

@@ -7,11 +7,18 @@ from typing import Any
 
 import orjson
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.gateway.api.audit import parse_since
 from shipyard.store import audit
 
@@ -62,19 +69,28 @@ def list_entries(
     if not rows:
         console.print("No audit entries match.")
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("id", "when", "actor", "action", "target", "outcome", "before", "after"):
-        table.add_column(col, overflow="fold")
+    # The outcome goes with the action (`key.create denied`): targets such as
+    # `prompt:customer-support-escalations-system@production` leave no room for a column of `ok`s.
+    table = CliTable(
+        Col("id", justify="right"),
+        Col("when", drop=3),
+        Col("actor"),
+        Col("action"),
+        Col("target"),
+        Col("before", wrap=True, drop=1),
+        Col("after / detail", wrap=True, drop=2),
+    )
     width = 10_000 if full else 40
     for r in rows:
-        outcome = r["outcome"] if r["outcome"] == "ok" else f"[red]{r['outcome']}[/red]"
+        action = escape(r["action"])
+        if r["outcome"] != "ok":
+            action += f" [red]{escape(r['outcome'])}[/red]"
         table.add_row(
             str(r["id"]),
             datetime.fromtimestamp(r["at"]).strftime("%Y-%m-%d %H:%M:%S"),
             escape(r["actor"] + (f" ({r['role']})" if r["role"] else "")),
-            r["action"],
+            action,
             escape(r["target"]),
-            outcome,
             escape(_short(r["before"], width)),
             escape(_short(r["after"], width) if r["outcome"] == "ok" else (r["detail"] or "-")),
         )
@@ -82,10 +98,15 @@ def list_entries(
 
 
 @app.command("verify")
-def verify(home: str = HomeOpt) -> None:
+def verify(home: str = HomeOpt, as_json: bool = JsonOpt) -> None:
     """Recompute the hash chain of the whole log; exit 1 if an entry was changed or removed."""
     store = open_store(settings_only(home))
     checked, broken = audit.verify(store)
+    if as_json:
+        print_json({"intact": broken is None, "checked": checked, "broken_at": broken})
+        if broken is not None:
+            raise typer.Exit(1)
+        return
     if broken is None:
         console.print(f"[green]✓[/green] audit log intact: {checked} entries")
         return

@@ -1,7 +1,8 @@
 """`shipyard chat`: talk to a route from the terminal, streaming.
 
 Uses the running gateway when one answers at --url; otherwise runs the gateway in this process
-(same config, same store: the conversation is traced either way)."""
+(same config, same store: the conversation is traced either way), and says so on stderr. The
+fallback needs an existing store (it never creates one by accident); --in-process may create it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import orjson
 import typer
 from rich.markup import escape
 
-from shipyard.cli.common import ConfigOpt, HomeOpt, console, err_console, resolve
+from shipyard.cli.common import (
+    ConfigOpt,
+    HomeOpt,
+    announce_new_store,
+    check_store,
+    console,
+    err_console,
+    resolve,
+    store_file,
+)
 from shipyard.errors import ShipyardError
 
 
@@ -98,19 +108,31 @@ def chat(
     url: str = typer.Option(
         None,
         "--url",
-        help="Gateway base URL. Env: SHIPYARD_URL. Default: http://127.0.0.1:8700",
+        help="Gateway base URL. Env: SHIPYARD_URL. Default: http://HOST:PORT from the host and port "
+        "settings (SHIPYARD_HOST, SHIPYARD_PORT), http://127.0.0.1:8700 unless set",
         show_default=False,
     ),
     in_process: bool = typer.Option(
         False,
         "--in-process",
-        help="Do not look for a running gateway; load the config and models in this process.",
+        help="Do not look for a running gateway; load the config and models in this process "
+        "(creating the store if there is none). Without it, chat falls back to this only when no "
+        "gateway answers and a store exists.",
     ),
     home: str = HomeOpt,
     config: str = ConfigOpt,
 ) -> None:
-    """Chat with a route (or continue text with --completion), printing tokens as they stream."""
-    base = (url or os.environ.get("SHIPYARD_URL") or "http://127.0.0.1:8700").rstrip("/")
+    """Chat with a route (or continue text with --completion), printing tokens as they stream.
+
+    Talks to the gateway at --url. When none answers at the default URL, it runs the route in this
+    process on the existing store (and says so on stderr); with no store there it stops, exit
+    status 2. --in-process skips the gateway and creates the store if needed.
+    """
+    # The gateway `shipyard up` would serve with the same settings (SHIPYARD_PORT included).
+    settings, _ = resolve(home=home, config=config)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    default = f"http://{host}:{settings.port}"
+    base = (url or os.environ.get("SHIPYARD_URL") or default).rstrip("/")
     remote = not in_process and _reachable(base)
     if not remote and (url or os.environ.get("SHIPYARD_URL")) and not in_process:
         err_console.print(
@@ -119,7 +141,19 @@ def chat(
         raise typer.Exit(1)
     try:
         asyncio.run(
-            _session(message, route, system, completion, max_tokens, temperature, base, remote, home, config)
+            _session(
+                message,
+                route,
+                system,
+                completion,
+                max_tokens,
+                temperature,
+                base,
+                remote,
+                in_process,
+                home,
+                config,
+            )
         )
     except ShipyardError as exc:
         err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
@@ -137,6 +171,7 @@ async def _session(
     temperature: float | None,
     base: str,
     remote: bool,
+    in_process: bool,
     home: str | None,
     config: str | None,
 ) -> None:
@@ -146,9 +181,23 @@ async def _session(
         from shipyard.gateway.platform import Platform
 
         settings, doc = resolve(home=home, config=config)
-        where = doc.source if doc is not None else f"the registry in {settings.home_path}"
-        err_console.print(f"[dim]no gateway at {base}: serving {where} in this process[/dim]")
+        # The fallback only uses a store that exists; asking for --in-process may create one.
+        new = check_store(
+            settings,
+            create=in_process,
+            why=f"no gateway answers at {base} to run route `{route}`",
+            fix="; or run the route in this process on a new store with --in-process",
+        )
+        db_file = store_file(settings)
+        store = f"the store at {db_file}" if db_file is not None else "the database set by `database_url`"
+        routes = f" (from {doc.source})" if doc is not None else ""
+        what = f"running route `{route}`{routes} in this process on {store}"
+        err_console.print(
+            escape(f"{what} (--in-process)" if in_process else f"no gateway answers at {base}; {what}"),
+            highlight=False,
+        )
         platform = await asyncio.to_thread(Platform.build, settings, doc, cli_actor(settings))
+        announce_new_store(new)
         await platform.open()
     try:
         history: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []

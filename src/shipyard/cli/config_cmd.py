@@ -2,35 +2,45 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
 from rich.markup import escape
 
-from shipyard.cli.common import console, err_console, print_json
+from shipyard.cli.common import ConfigOpt, JsonOpt, console, err_console, print_json
 from shipyard.config.loader import default_config_text, load_config
-from shipyard.errors import ConfigError
+from shipyard.errors import ConfigError, InvalidRequest
 
 app = typer.Typer(help="Check and show shipyard.yaml.", no_args_is_help=True)
+
+# The file used to be a positional argument (`shipyard config check FILE`); it still works, but
+# --config is how every command names the config file.
+_OldFileArg = typer.Argument(None, hidden=True, show_default=False)
+
+
+def _config_path(config: str | None, file: Path | None) -> str | None:
+    """--config (or the old positional FILE), else $SHIPYARD_CONFIG; None: ./shipyard.yaml, else
+    the built-in default."""
+    if file is not None and config is not None and Path(config) != file:
+        raise InvalidRequest(f"two config files given (`{file}` and --config `{config}`); give only --config")
+    chosen = config or (str(file) if file is not None else None)
+    return chosen or os.environ.get("SHIPYARD_CONFIG")
 
 
 @app.command("check")
 def check(
-    file: Path = typer.Argument(
-        None,
-        help="Config file to check. Default: $SHIPYARD_CONFIG, ./shipyard.yaml, else the built-in default.",
-        show_default=False,
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    config: str = ConfigOpt,
+    file: Path = _OldFileArg,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Validate a config: YAML syntax, every field, provider options and references between
     providers, models and routes. Every problem is listed with its line and a fix. Exit code 1
     when the config is invalid."""
-    import os
-
-    path = str(file) if file is not None else os.environ.get("SHIPYARD_CONFIG")
     try:
-        loaded = load_config(path)
+        loaded = load_config(_config_path(config, file))
     except ConfigError as exc:
         if json_out:
             print_json({"valid": False, "error": exc.message, "problems": exc.problems})
@@ -52,7 +62,7 @@ def check(
         )
         return
     console.print(
-        f"[green]✓[/green] {loaded.source} is valid: {len(cfg.providers)} provider(s), "
+        f"[green]✓[/green] {escape(loaded.source)} is valid: {len(cfg.providers)} provider(s), "
         f"{len(cfg.models)} model(s), {len(cfg.routes)} route(s)"
     )
 
@@ -62,17 +72,28 @@ def show(
     default: bool = typer.Option(
         False, "--default", help="Print the built-in default config (a starting point)."
     ),
+    config: str = ConfigOpt,
+    json_out: bool = typer.Option(
+        False, "--json", help="Print JSON ({source, config}) instead of the file's YAML."
+    ),
 ) -> None:
     """Print the config file in use (or the built-in default), as YAML."""
-    import os
-
-    if default:
-        typer.echo(default_config_text(), nl=False)
-        return
-    path = os.environ.get("SHIPYARD_CONFIG")
-    if path is None and Path("shipyard.yaml").is_file():
+    path = None if default else _config_path(config, None)
+    if path is None and not default and Path("shipyard.yaml").is_file():
         path = "shipyard.yaml"
     if path is None:
-        typer.echo(default_config_text(), nl=False)
+        source, text = "built-in default config", default_config_text()
     else:
-        typer.echo(Path(path).read_text("utf-8"), nl=False)
+        if not Path(path).is_file():
+            raise InvalidRequest(
+                f"config file `{path}` does not exist; check the path given to --config / SHIPYARD_CONFIG"
+            )
+        source, text = path, Path(path).read_text("utf-8")
+    if not json_out:
+        typer.echo(text, nl=False)
+        return
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}; `shipyard config check` shows where") from None
+    print_json({"source": source, "config": data})

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import typer
-from rich import box
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -22,9 +21,18 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, err_console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.cli.traces import parse_since
 from shipyard.errors import InvalidRequest, ShipyardError
 from shipyard.registry import datasets as svc
@@ -62,9 +70,10 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _open(home: str | None) -> tuple[Settings, Store]:
+def _open(home: str | None, create: bool = False) -> tuple[Settings, Store]:
+    """Settings and store; only the commands that add datasets from files may create the store."""
     settings = settings_only(home)
-    return settings, open_store(settings)
+    return settings, open_store(settings, create=create)
 
 
 def _actor(settings: Settings) -> str:
@@ -167,11 +176,15 @@ def create(
     name: str = typer.Argument(..., help="Dataset name: letters, digits, `.`, `_`, `-`."),
     description: str = typer.Option(None, "--description", "-d", help="What the dataset is for."),
     home: str = HomeOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Create an empty dataset (import or from-traces also create one when needed)."""
     with _errors():
-        _, store = _open(home)
-        svc.create_dataset(store, name, description)
+        _, store = _open(home, create=True)
+        dataset = svc.create_dataset(store, name, description)
+    if json_out:
+        print_json(dataset.to_dict())
+        return
     console.print(f"Created dataset [bold]{escape(name)}[/bold] (no versions yet).")
 
 
@@ -189,24 +202,26 @@ def list_datasets(home: str = HomeOpt, json_out: bool = JsonOpt) -> None:
             "No datasets yet: `shipyard datasets import NAME FILE` or `shipyard datasets from-traces NAME`."
         )
         return
-    table = Table(title=f"{len(rows)} dataset(s)", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("name", no_wrap=True)
-    table.add_column("versions", justify="right", no_wrap=True)
-    table.add_column("latest", no_wrap=True)
-    table.add_column("examples", justify="right", no_wrap=True)
-    table.add_column("hash", no_wrap=True)
-    table.add_column("updated", no_wrap=True)
-    table.add_column("description", overflow="ellipsis", min_width=11, max_width=40)
+    table = CliTable(
+        Col("name"),
+        Col("versions", justify="right", drop=3),
+        Col("latest"),
+        Col("examples", justify="right"),
+        Col("hash", drop=4),
+        Col("updated", drop=1),
+        Col("description", wrap=True, drop=2),
+        title=f"{len(rows)} dataset(s)",
+    )
     for d in rows:
         latest = d.latest
         table.add_row(
-            d.name,
+            escape(d.name),
             str(d.n_versions),
             f"v{latest.version}" if latest else "-",
             str(latest.n_examples) if latest else "-",
             latest.hash[:12] if latest else "-",
             _when(latest.created_at if latest else d.created_at),
-            d.description or "",
+            escape(d.description or ""),
         )
     console.print(table)
 
@@ -253,16 +268,13 @@ def show(
         console.print(f"  message: {escape(v.message)}", highlight=False)
     if not examples:
         return
-    table = Table(
+    table = CliTable(
+        Col("#", justify="right"),
+        Col("input", wrap=True),
+        Col("expected", wrap=True),
+        Col("tags", wrap=True, whole_words=True, drop=1),
         title=f"first {len(examples)} of {v.n_examples}",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        title_justify="left",
     )
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("input", overflow="fold", ratio=3)
-    table.add_column("expected", overflow="fold", ratio=2)
-    table.add_column("tags", overflow="fold")
     for e in examples:
         table.add_row(
             str(e.idx), escape(_preview(e.input)), escape(_preview(e.expected)), escape(", ".join(e.tags))
@@ -286,14 +298,16 @@ def versions(
     if not rows:
         console.print(f"Dataset [bold]{escape(name)}[/bold] has no versions yet.")
         return
-    table = Table(title=f"{escape(name)}: {len(rows)} version(s)", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("version", justify="right", no_wrap=True)
-    table.add_column("examples", justify="right", no_wrap=True)
-    table.add_column("hash", no_wrap=True)
-    table.add_column("created", no_wrap=True)
-    table.add_column("by", overflow="ellipsis", max_width=12)
-    table.add_column("source", overflow="fold", min_width=14)
-    table.add_column("message", overflow="fold", min_width=10)
+    table = CliTable(
+        Col("version", justify="right"),
+        Col("examples", justify="right"),
+        Col("hash"),
+        Col("created", drop=2),
+        Col("by", drop=1),
+        Col("source", wrap=True, drop=3),
+        Col("message", wrap=True, drop=4),
+        title=f"{escape(name)}: {len(rows)} version(s)",
+    )
     for v in rows:
         table.add_row(
             f"v{v.version}",
@@ -342,7 +356,7 @@ def import_file(
         if not file.is_file():
             raise InvalidRequest(f"no file `{file}`")
         fmt = fmt or svc.format_for_path(file)
-        settings, store = _open(home)
+        settings, store = _open(home, create=True)
         big = file.stat().st_size >= PROGRESS_BYTES and err_console.is_terminal
         with _progress() if big else contextlib.nullcontext() as progress:
             bar = _Bar(progress) if isinstance(progress, Progress) else None

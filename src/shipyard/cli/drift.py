@@ -8,11 +8,19 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, err_console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.errors import ShipyardError
 from shipyard.monitoring import drift as svc
 
@@ -77,16 +85,14 @@ def print_report(report: svc.DriftReport) -> None:
         f"{r.get('alpha')}; PSI threshold {r.get('psi_threshold')}",
         highlight=False,
     )
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col, justify in (
-        ("test", "left"),
-        ("statistic", "right"),
-        ("p-value", "right"),
-        ("corrected p", "right"),
-        ("threshold", "right"),
-        ("verdict", "left"),
-    ):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table = CliTable(
+        Col("test"),
+        Col("statistic", justify="right"),
+        Col("p-value", justify="right", drop=1),
+        Col("corrected p", justify="right"),
+        Col("threshold", justify="right", drop=2),
+        Col("verdict"),
+    )
     for t in r.get("tests", []):
         if t["drifted"]:
             verdict_cell = "[red]drift[/red]"
@@ -95,7 +101,7 @@ def print_report(report: svc.DriftReport) -> None:
         else:
             verdict_cell = "ok"
         table.add_row(
-            t["name"],
+            escape(t["name"]),
             _stat(t["statistic"]),
             _p(t["p_value"]),
             _p(t["p_adjusted"]),
@@ -114,12 +120,13 @@ def print_report(report: svc.DriftReport) -> None:
             f"{topics['shift']:.3f}, chi-square p {_p(topics.get('chi2_p'))}",
             highlight=False,
         )
-        tt = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
-        tt.add_column("change", justify="right", no_wrap=True)
-        tt.add_column("ref", justify="right", no_wrap=True)
-        tt.add_column("cur", justify="right", no_wrap=True)
-        tt.add_column("keywords", max_width=30)
-        tt.add_column("examples", overflow="fold")
+        tt = CliTable(
+            Col("change", justify="right"),
+            Col("ref", justify="right"),
+            Col("cur", justify="right"),
+            Col("keywords", wrap=True),
+            Col("examples", wrap=True, min_width=20, drop=1),
+        )
         for c in topics["clusters"]:
             change = c["change"]
             colour = "red" if abs(change) >= 0.1 else ""
@@ -215,9 +222,17 @@ def list_reports(
     if not reports:
         console.print("no drift reports yet; run one with `shipyard drift --route R`")
         return
-    table = Table(title=f"{len(reports)} drift report(s), newest first", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for col in ("id", "time", "route", "n ref/cur", "verdict", "min corrected p", "topic shift", "why"):
-        table.add_column(col, no_wrap=col != "why", overflow="fold")
+    table = CliTable(
+        Col("id", justify="right"),
+        Col("time", drop=5),
+        Col("route"),
+        Col("n ref/cur", justify="right", drop=2),
+        Col("verdict"),
+        Col("min corrected p", justify="right", drop=3),
+        Col("topic shift", justify="right", drop=1),
+        Col("why", wrap=True, drop=4),
+        title=f"{len(reports)} drift report(s), newest first",
+    )
     for rep in reports:
         m = rep.metrics()
         table.add_row(

@@ -10,6 +10,8 @@ import typer
 from rich.markup import escape
 
 from shipyard.cli.common import (
+    CliTable,
+    Col,
     HomeOpt,
     JsonOpt,
     cli_actor,
@@ -26,11 +28,12 @@ app = typer.Typer(
 )
 
 
-def _runner(home: str | None) -> Any:
+def _runner(home: str | None, create: bool = False) -> Any:
+    """The runner on the store; eval runs record a run, so they may create the store."""
     from shipyard.evals.runner import EvalRunner
 
     settings = settings_only(home)
-    return EvalRunner(settings, open_store(settings)), cli_actor(settings)
+    return EvalRunner(settings, open_store(settings, create=create)), cli_actor(settings)
 
 
 def _write_reports(
@@ -127,7 +130,7 @@ def run(
     from shipyard.evals.suite import load_suite
 
     suite = load_suite(suite_file)
-    runner, actor = _runner(home)
+    runner, actor = _runner(home, create=True)
     options = RunOptions(
         resume=resume,
         baseline=baseline,
@@ -178,14 +181,12 @@ def compare(
 ) -> None:
     """Run one suite against several targets and put quality, latency and cost side by side:
     how to choose a model, a prompt or a backend."""
-    from rich.table import Table
-
     from shipyard.evals import report
     from shipyard.evals.runner import RunOptions
     from shipyard.evals.suite import load_suite
 
     suite = load_suite(suite_file)
-    runner, actor = _runner(home)
+    runner, actor = _runner(home, create=True)
     outcome = runner.run(
         suite,
         RunOptions(
@@ -221,14 +222,22 @@ def compare(
     if json_out:
         print_json({"run_id": outcome.run_id, "targets": rows, "artifact": stored["path"]})
         return
-    table = Table(title=f"{suite.name}: {len(rows)} target(s), run {outcome.run_id[:12]}")
-    for col in ("target", "pass rate (95% CI)", "p50 ms", "p95 ms", "cost $", "$ / case", "flaky", "errors"):
-        table.add_column(col, justify="left" if col == "target" else "right")
+    table = CliTable(
+        Col("target"),
+        Col("pass rate (95% CI)", justify="right"),
+        Col("p50 ms", justify="right", drop=4),
+        Col("p95 ms", justify="right", drop=2),
+        Col("cost $", justify="right", drop=5),
+        Col("$ / case", justify="right", drop=3),
+        Col("flaky", justify="right", drop=1),
+        Col("errors", justify="right", drop=6),
+        title=f"{escape(suite.name)}: {len(rows)} target(s), run {outcome.run_id}",
+    )
     best = max(r["pass_rate"] for r in rows) if rows else 0
     for r in rows:
         mark = " ★" if r["pass_rate"] == best else ""
         table.add_row(
-            r["target"] + mark,
+            escape(r["target"]) + mark,
             f"{r['pass_rate']:.1%} ({r['pass_rate_ci'][0]:.0%}–{r['pass_rate_ci'][1]:.0%})",
             _num(r["latency_p50_ms"]),
             _num(r["latency_p95_ms"]),

@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from shipyard.cli.common import ConfigOpt, err_console
+from shipyard.cli.common import ConfigOpt, err_console, print_json
 from shipyard.errors import InvalidRequest, ShipyardError
 from shipyard.guard.base import Finding, ScanContext, Scanner, Stage
 
@@ -176,11 +176,18 @@ def scan(
         help="Message role for records without a `role` field (e.g. tool for retrieved documents).",
     ),
     config: str = ConfigOpt,
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON document (the counts, and every result under `results`) instead of JSON lines.",
+    ),
 ) -> None:
     """Scan texts offline; write one JSON line per text with `blocked`, `action` and `findings`.
 
     Example: shipyard guard scan prompts.jsonl --scanners injection,pii > findings.jsonl
     """
+    import os
+
     if stage not in ("input", "output"):
         raise typer.BadParameter("must be `input` or `output`", param_hint="--stage")
     if (route is None) == (scanners is None):
@@ -190,7 +197,7 @@ def scan(
     st: Stage = "input" if stage == "input" else "output"
     try:
         if route is not None:
-            chosen = scanners_of_route(route, st, config)
+            chosen = scanners_of_route(route, st, config or os.environ.get("SHIPYARD_CONFIG"))
         else:
             names = [n.strip() for n in scanners.split(",") if n.strip()]
             if not names:
@@ -208,9 +215,13 @@ def scan(
         t0 = time.perf_counter()
         n = blocked = flagged = 0
         out = sys.stdout
+        results: list[dict[str, Any]] = []
         for record in read_records(lines, source):
             result = scan_record(chosen, record, st, role)
-            out.write(orjson.dumps(result).decode() + "\n")
+            if json_out:
+                results.append(result)
+            else:
+                out.write(orjson.dumps(result).decode() + "\n")
             n += 1
             blocked += result["blocked"]
             flagged += bool(result["findings"])
@@ -218,6 +229,18 @@ def scan(
     except ShipyardError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
+    if json_out:
+        print_json(
+            {
+                "scanners": [name for name, _ in chosen],
+                "stage": st,
+                "scanned": n,
+                "blocked": blocked,
+                "with_findings": flagged,
+                "seconds": round(elapsed, 3),
+                "results": results,
+            }
+        )
     err_console.print(
         f"scanned {n} text(s) with {', '.join(name for name, _ in chosen)}: {blocked} blocked, "
         f"{flagged} with findings, {elapsed:.2f} s",

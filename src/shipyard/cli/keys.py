@@ -9,11 +9,19 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, cli_actor, console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    cli_actor,
+    console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import InvalidRequest
 from shipyard.store import keys
@@ -99,7 +107,7 @@ def create(
     Example: `shipyard keys create support-bot --role client --routes support --usd-per-day 5`
     """
     settings = settings_only(home)
-    store = open_store(settings)
+    store = open_store(settings, create=True)
     expires = time.time() + expires_in_days * 86400 if expires_in_days else None
     record, secret = keys.create(
         store,
@@ -134,9 +142,17 @@ def list_command(
     if not records:
         console.print("No keys. `shipyard keys create NAME --role client` makes one.")
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("id", "name", "prefix", "role", "routes", "limits", "status", "created", "last used"):
-        table.add_column(col)
+    table = CliTable(
+        Col("id"),
+        Col("name"),
+        Col("prefix", drop=3),
+        Col("role"),
+        Col("routes", wrap=True, whole_words=True, drop=5),
+        Col("limits", wrap=True, drop=4),
+        Col("status"),
+        Col("created", drop=1),
+        Col("last used", drop=2),
+    )
     for r in records:
         table.add_row(
             r.id,
@@ -198,6 +214,7 @@ def revoke(
     key: str = typer.Argument(..., help="Key id, visible prefix, or name."),
     force: bool = typer.Option(False, "--force", help="Allow revoking the last admin key."),
     home: str = HomeOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Revoke a key: from then on it gets HTTP 401 (running gateways notice within a second)."""
     settings = settings_only(home)
@@ -209,4 +226,7 @@ def revoke(
             "or pass --force"
         )
     revoked = keys.revoke(store, record.id, _actor(settings))
+    if as_json:
+        print_json(revoked.to_dict())
+        return
     console.print(f"Revoked key [cyan]{revoked.id}[/cyan] ({escape(revoked.name)}, {revoked.prefix}…).")

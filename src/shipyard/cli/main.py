@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -25,6 +26,26 @@ from shipyard.cli import (
     up,
 )
 from shipyard.errors import ShipyardError
+
+
+def _flags_take_no_value() -> None:
+    """Typer's rich help prints a value placeholder after every option, flags included
+    (`--json <bool>`), as if a flag took a value; its plain help and `typer … utils docs` leave it
+    out. Leave it out of the rich help too: a flag's type is shown as nothing."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "flags_take_no_value", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.flags_take_no_value = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 app = typer.Typer(
     name="shipyard",

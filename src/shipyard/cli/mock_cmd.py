@@ -15,7 +15,11 @@ def mock_upstream(
     ),
     tokens_per_s: float = typer.Option(0.0, "--tokens-per-s", min=0, help="Streaming pace (0 = no pacing)."),
     output_tokens: int = typer.Option(16, "--output-tokens", min=1, help="Length of generated answers."),
-    output: str = typer.Option(None, "--output", help="Fixed answer text.", show_default=False),
+    answer: str = typer.Option(
+        None, "--answer", help="Fixed answer text (the mock provider's `output`).", show_default=False
+    ),
+    # --output names an output file everywhere else; the answer text had that name first.
+    output: str = typer.Option(None, "--output", hidden=True, help="Old spelling of --answer."),
     error_rate: float = typer.Option(
         0.0, "--error-rate", min=0, max=1, help="Fraction of requests that fail."
     ),
@@ -35,7 +39,7 @@ def mock_upstream(
         latency_ms=latency_ms,
         tokens_per_s=tokens_per_s,
         output_tokens=output_tokens,
-        output=output,
+        output=answer if answer is not None else output,
         error_rate=error_rate,
         error_status=error_status,
         seed=seed,

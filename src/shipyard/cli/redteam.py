@@ -16,9 +16,10 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from shipyard.cli.common import (
+    CliTable,
+    Col,
     ConfigOpt,
     HomeOpt,
     JsonOpt,
@@ -66,7 +67,7 @@ def _registry_document(settings: Any, doc: Any) -> Any:
     from shipyard.config.apply import plan
     from shipyard.registry.versions import Registry
 
-    store = open_store(settings)
+    store = open_store(settings, create=True)
     try:
         registry = Registry(store)
         if registry.snapshot().is_empty():
@@ -154,20 +155,21 @@ async def _over_http(
         await target.close()
 
 
-def _table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"Red-team: route {summary['route']}", title_justify="left")
-    table.add_column("family", overflow="fold")
-    table.add_column("OWASP", min_width=5)
-    for col in ("attacks", "succeeded", "blocked", "refused", "ASR"):
-        table.add_column(col, justify="right", min_width=len(col))
-    table.add_column("blocked by", overflow="fold")
+def _table(summary: dict[str, Any]) -> CliTable:
+    table = CliTable(
+        Col("family"),
+        Col("OWASP", wrap=True, min_width=5),
+        Col("attacks", justify="right"),
+        Col("succeeded", justify="right"),
+        Col("blocked", justify="right"),
+        Col("refused", justify="right", drop=1),
+        Col("ASR", justify="right"),
+        Col("blocked by", wrap=True, whole_words=True, drop=2),
+        title=f"Red-team: route {escape(summary['route'])}",
+    )
     rows = [(name, ", ".join(f["owasp"]), f) for name, f in summary["by_family"].items()]
-    for name, owasp, f in [
-        *rows,
-        ("[bold]all[/bold]", "", {**summary["totals"], "blocked_by": summary["blocked_by"]}),
-    ]:
-        if not owasp:
-            table.add_section()
+    everything = ("[bold]all[/bold]", "", {**summary["totals"], "blocked_by": summary["blocked_by"]})
+    for n, (name, owasp, f) in enumerate([*rows, everything]):
         style = "red" if f["succeeded"] else "green"
         table.add_row(
             name,
@@ -178,6 +180,7 @@ def _table(summary: dict[str, Any]) -> Table:
             str(f["refused"]),
             f"[{style}]{rt.pct(f['asr'])}[/{style}]",
             escape(", ".join(f"{s} ({n})" for s, n in f["blocked_by"].items()) or "—"),
+            end_section=n == len(rows) - 1,
         )
     return table
 
@@ -254,14 +257,15 @@ def redteam(
         max=1.0,
         help="Share of the system prompt's word 5-grams an answer must repeat to count as a leak.",
     ),
-    out: Path = typer.Option(
+    output: Path = typer.Option(
         None,
-        "--out",
+        "--output",
         "-o",
         help="Directory for report.json, report.md, report.html and results.jsonl. "
         "Default: ./redteam-<route>-<timestamp>",
         show_default=False,
     ),
+    out: Path = typer.Option(None, "--out", hidden=True, help="Old spelling of --output."),
     fail_above: str = typer.Option(
         None,
         "--fail-above",
@@ -309,7 +313,7 @@ def redteam(
     judge = rt.Judge(planted, leak_threshold)
     settings, doc = resolve(home=home, config=config)
     started = datetime.now(UTC)
-    out_dir = out or _default_out(route, started)
+    out_dir = output or out or _default_out(route, started)
     options = {"concurrency": concurrency, "timeout": timeout, "max_tokens": max_tokens or None}
 
     runs = None
@@ -318,8 +322,7 @@ def redteam(
         from shipyard.cli.common import open_store
         from shipyard.registry.runs import RunService
 
-        settings.home_path.mkdir(parents=True, exist_ok=True)
-        runs = RunService(open_store(settings), settings.artifacts_path)
+        runs = RunService(open_store(settings, create=True), settings.artifacts_path)
     run_tag = f"redteam-{started.strftime('%Y%m%d%H%M%S')}"
 
     progress, task = _progress(len(all_attacks))

@@ -11,9 +11,10 @@ import typer
 import yaml
 from rich.markup import escape
 from rich.syntax import Syntax
-from rich.table import Table
 
 from shipyard.cli.common import (
+    CliTable,
+    Col,
     HomeOpt,
     JsonOpt,
     cli_actor,
@@ -22,11 +23,13 @@ from shipyard.cli.common import (
     open_store,
     print_json,
     settings_only,
+    store_file,
 )
 from shipyard.config.apply import SECTIONS, Plan, apply, export
 from shipyard.config.loader import read_document
 from shipyard.errors import InvalidRequest, ShipyardError
 from shipyard.registry.versions import CURRENT, Registry
+from shipyard.store.db import Store
 
 HELP = {
     "prompt": "Versioned prompt templates (chat messages with Jinja2 variables), their aliases and diffs.",
@@ -36,9 +39,10 @@ HELP = {
 }
 
 
-def _registry(home: str | None) -> tuple[Registry, str]:
+def _registry(home: str | None, create: bool = False) -> tuple[Registry, str]:
+    """The registry of the store; only commands that record versions may create the store."""
     settings = settings_only(home)
-    return Registry(open_store(settings)), cli_actor(settings)
+    return Registry(open_store(settings, create=create)), cli_actor(settings)
 
 
 def _when(t: float) -> str:
@@ -97,13 +101,22 @@ def make_group(kind: str) -> typer.Typer:
         if not rows:
             console.print(f"no {plural} yet: `shipyard apply shipyard.yaml` or `shipyard {plural} create`")
             return
-        table = Table(title=f"{len(rows)} {plural}")
-        for col in ("name", "current", "versions", "aliases", "updated"):
-            table.add_column(col)
+        table = CliTable(
+            Col("name"),
+            Col("current"),
+            Col("versions", justify="right", drop=2),
+            Col("aliases", wrap=True, whole_words=True),
+            Col("updated", drop=1),
+            title=f"{len(rows)} {plural}",
+        )
         for r in rows:
             aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(r["aliases"].items()) if a != CURRENT)
             table.add_row(
-                r["name"], f"v{r['current']}", str(r["versions"]), aliases or "-", _when(r["updated_at"])
+                escape(r["name"]),
+                f"v{r['current']}",
+                str(r["versions"]),
+                escape(aliases or "-"),
+                _when(r["updated_at"]),
             )
         console.print(table)
 
@@ -163,17 +176,23 @@ def make_group(kind: str) -> typer.Typer:
         if json_out:
             print_json([v.to_dict() for v in rows])
             return
-        table = Table(title=f"{kind} {name}: {len(rows)} version(s)")
-        for col in ("version", "hash", "aliases", "created", "by", "message"):
-            table.add_column(col)
+        table = CliTable(
+            Col("version"),
+            Col("hash"),
+            Col("aliases", wrap=True, whole_words=True),
+            Col("created", drop=1),
+            Col("by", drop=2),
+            Col("message", wrap=True, drop=3),
+            title=f"{kind} {escape(name)}: {len(rows)} version(s)",
+        )
         for v in rows:
             table.add_row(
                 f"v{v.version}",
                 v.hash[:12],
-                ", ".join(v.aliases) or "-",
+                escape(", ".join(v.aliases) or "-"),
                 _when(v.created_at),
-                v.created_by or "-",
-                v.message or "",
+                escape(v.created_by or "-"),
+                escape(v.message or ""),
             )
         console.print(table)
 
@@ -183,13 +202,27 @@ def make_group(kind: str) -> typer.Typer:
         a: str = typer.Argument(..., help="From: a version (v3), alias or hash prefix."),
         b: str = typer.Argument(CURRENT, help="To: a version, alias or hash prefix. Default: current."),
         home: str = HomeOpt,
+        json_out: bool = JsonOpt,
     ) -> None:
         """A unified diff of two versions (messages, params, targets…)."""
         registry, _ = _registry(home)
         try:
             text = registry.diff(kind, name, a, b)
+            va, vb = registry.get(kind, name, a), registry.get(kind, name, b)
         except ShipyardError as exc:
             raise _fail(exc) from None
+        if json_out:
+            print_json(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "from": {"ref": a, "version": va.version, "hash": va.hash},
+                    "to": {"ref": b, "version": vb.version, "hash": vb.hash},
+                    "identical": not text,
+                    "diff": text,
+                }
+            )
+            return
         if not text:
             console.print("no differences")
             return
@@ -251,6 +284,7 @@ def make_group(kind: str) -> typer.Typer:
         version: str = typer.Argument(..., help="Version (v3), another alias, or a hash prefix."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why: recorded in the alias history."),
         home: str = HomeOpt,
+        json_out: bool = JsonOpt,
     ) -> None:
         """Point ALIAS at VERSION. A running gateway serves the change within a few seconds."""
         registry, actor = _registry(home)
@@ -258,6 +292,9 @@ def make_group(kind: str) -> typer.Typer:
             event = registry.set_alias(kind, name, alias, version, actor=actor, reason=reason)
         except ShipyardError as exc:
             raise _fail(exc) from None
+        if json_out:
+            print_json(event.to_dict())
+            return
         before = f"v{event.from_version}" if event.from_version else "(new)"
         console.print(f"{kind} {name}: {alias} {before} → v{event.to_version}")
 
@@ -277,19 +314,26 @@ def make_group(kind: str) -> typer.Typer:
         if json_out:
             print_json([e.to_dict() for e in events])
             return
-        table = Table(title=f"{kind} {name}: alias history")
-        for col in ("when", "alias", "from", "to", "by", "reason", "evidence"):
-            table.add_column(col)
+        table = CliTable(
+            Col("when"),
+            Col("alias"),
+            Col("from"),
+            Col("to"),
+            Col("by", drop=2),
+            Col("reason", wrap=True, drop=3),
+            Col("eval run", drop=1),
+            title=f"{kind} {escape(name)}: alias history",
+        )
         for e in events:
             evidence = e.evidence.get("eval_run", "") if isinstance(e.evidence, dict) else ""
             table.add_row(
                 _when(e.at),
-                e.alias,
+                escape(e.alias),
                 f"v{e.from_version}" if e.from_version else "-",
                 f"v{e.to_version}",
-                e.actor or "-",
-                e.reason or "",
-                f"eval run {evidence[:12]}" if evidence else "",
+                escape(e.actor or "-"),
+                escape(e.reason or ""),
+                evidence[:12],
             )
         console.print(table)
 
@@ -299,6 +343,7 @@ def make_group(kind: str) -> typer.Typer:
         alias: str = typer.Argument(CURRENT, help="Alias to move back to its previous version."),
         reason: str = typer.Option(None, "--reason", "-r", help="Why: recorded in the alias history."),
         home: str = HomeOpt,
+        json_out: bool = JsonOpt,
     ) -> None:
         """Move ALIAS back to where it pointed before its latest move."""
         registry, actor = _registry(home)
@@ -306,6 +351,9 @@ def make_group(kind: str) -> typer.Typer:
             event = registry.rollback(kind, name, alias, actor=actor, reason=reason)
         except ShipyardError as exc:
             raise _fail(exc) from None
+        if json_out:
+            print_json(event.to_dict())
+            return
         console.print(f"{kind} {name}: {alias} v{event.from_version} → v{event.to_version} (rolled back)")
 
     if kind == "prompt":
@@ -366,7 +414,7 @@ def _create(
             )
         )
     doc_text = yaml.safe_dump({SECTIONS[kind]: [{"name": name, **spec}]}, sort_keys=False, allow_unicode=True)
-    registry, actor = _registry(home)
+    registry, actor = _registry(home, create=True)
     try:
         plan = apply(registry, read_document(doc_text, f"{kind} `{name}`"), actor=actor, message=message)
         item = plan.items[0]
@@ -397,7 +445,15 @@ def apply_command(
     changes nothing. A running gateway serves the result within a few seconds."""
     if not file.is_file():
         raise _fail(InvalidRequest(f"config file `{file}` does not exist"))
-    registry, actor = _registry(home)
+    settings = settings_only(home)
+    missing = store_file(settings)
+    if dry_run and missing is not None and not missing.exists():
+        # A dry run writes nothing, a new store included: plan against an empty registry.
+        store = Store("sqlite:///:memory:")
+        store.migrate()
+    else:
+        store = open_store(settings, create=True)
+    registry, actor = Registry(store), cli_actor(settings)
     try:
         doc = read_document(file.read_text("utf-8"), str(file))
         plan = apply(registry, doc, actor=actor, dry_run=dry_run, message=message)

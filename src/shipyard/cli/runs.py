@@ -13,11 +13,18 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.registry.runs import STATUSES, RunService
 from shipyard.store.runs import MetricSummary, RunRow
 
@@ -129,10 +136,6 @@ def _delta(key: str, delta: float | None, pct: float | None) -> str:
     return f"[{colour}]{text}[/{colour}]"
 
 
-def _label(run: RunRow) -> str:
-    return run["run_id"][:8] + (f" {run['name']}" if run["name"] else "")
-
-
 def _parse_tags(pairs: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for pair in pairs or []:
@@ -168,14 +171,16 @@ def list_runs(
         print_json(rows)
         return
     total = f" of {svc.count_runs(**filters)}" if len(rows) == limit else ""
-    table = Table(title=f"{len(rows)} run(s){total}, newest first", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("started", no_wrap=True)
-    table.add_column("name", overflow="ellipsis", max_width=20)
-    table.add_column("experiment", overflow="ellipsis", max_width=14)
-    table.add_column("status", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
-    # The full id (what `runs show` takes) goes last and folds on narrow terminals.
-    table.add_column("run id", overflow="fold", min_width=16)
+    # The name and the full id (what `runs show` takes) are always shown whole.
+    table = CliTable(
+        Col("started", drop=3),
+        Col("name"),
+        Col("experiment", drop=2),
+        Col("status"),
+        Col("took", justify="right", drop=1),
+        Col("run id"),
+        title=f"{len(rows)} run(s){total}, newest first",
+    )
     today = datetime.now().date()
     for r in rows:
         started = datetime.fromtimestamp(r["start_time"])
@@ -225,19 +230,21 @@ def show(
         console.print(f"  notes {escape(detail['notes'])}", highlight=False)
 
     if detail["params"]:
-        table = Table(title="params", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("param")
-        table.add_column("value", overflow="fold")
+        table = CliTable(Col("param"), Col("value", wrap=True, whole_words=True), title="params")
         for key, value in sorted(detail["params"].items()):
             table.add_row(escape(key), escape(_value(value)))
         console.print(table)
 
     if detail["metrics"]:
-        table = Table(title="metrics", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("metric")
-        for col in ("last", "min", "max", "steps"):
-            table.add_column(col, justify="right", no_wrap=True)
-        table.add_column("trend", no_wrap=True)
+        table = CliTable(
+            Col("metric"),
+            Col("last", justify="right"),
+            Col("min", justify="right", drop=3),
+            Col("max", justify="right", drop=3),
+            Col("steps", justify="right", drop=2),
+            Col("trend", drop=1),
+            title="metrics",
+        )
         for key, m in sorted(detail["metrics"].items()):
             is_series = m["count"] > 1
             table.add_row(
@@ -251,18 +258,13 @@ def show(
         console.print(table)
 
     if detail["tags"]:
-        table = Table(title="tags", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("tag")
-        table.add_column("value", overflow="fold")
+        table = CliTable(Col("tag"), Col("value", wrap=True, whole_words=True), title="tags")
         for key, value in sorted(detail["tags"].items()):
             table.add_row(escape(key), escape(value))
         console.print(table)
 
     if detail["links"]:
-        table = Table(title="lineage", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("kind")
-        table.add_column("name", overflow="fold")
-        table.add_column("version", justify="right")
+        table = CliTable(Col("kind"), Col("name"), Col("version", justify="right"), title="lineage")
         for link in detail["links"]:
             is_parent = link["kind"] == "run" and link["name"] == detail["parent_run_id"]
             kind = "run (parent)" if is_parent else link["kind"]
@@ -271,12 +273,12 @@ def show(
         console.print(table)
 
     if detail["artifacts"]:
-        table = Table(
-            title=f"artifacts (in {svc.artifact_dir(run_id)})", box=box.SIMPLE_HEAD, title_justify="left"
+        table = CliTable(
+            Col("path"),
+            Col("size", justify="right", drop=2),
+            Col("sha256", drop=1),
+            title=f"artifacts (in {escape(str(svc.artifact_dir(run_id)))})",
         )
-        table.add_column("path", overflow="fold")
-        table.add_column("size", justify="right", no_wrap=True)
-        table.add_column("sha256", no_wrap=True)
         for art in detail["artifacts"]:
             table.add_row(escape(art["path"]), _size(art["size"]), art["sha256"][:16])
         console.print(table)
@@ -302,33 +304,38 @@ def compare(
     if json_out:
         print_json(cmp)
         return
-    labels = [_label(r) for r in cmp["runs"]]
-    console.print(
-        f"[bold]comparing {len(labels)} runs[/bold]; baseline {escape(labels[0])} ({cmp['baseline']})",
-        highlight=False,
-    )
+    # Columns are headed by the short id alone (names can be long); the legend names the runs.
+    labels = [r["run_id"][:8] for r in cmp["runs"]]
+    console.print(f"[bold]comparing {len(labels)} runs[/bold]", highlight=False)
+    for i, r in enumerate(cmp["runs"]):
+        console.print(
+            f"  {labels[i]}  {r['run_id']}"
+            + (f"  {escape(r['name'])}" if r["name"] else "")
+            + ("  (baseline)" if i == 0 else ""),
+            highlight=False,
+        )
 
     if cmp["params"]:
-        table = Table(title="params (≠ marks a difference)", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("", no_wrap=True)
-        table.add_column("param")
-        for label in labels:
-            table.add_column(escape(label), overflow="fold")
+        table = CliTable(
+            Col(""),
+            Col("param"),
+            *(Col(label, wrap=True, min_width=8, whole_words=True) for label in labels),
+            title="params (≠ marks a difference; = the baseline's value)",
+        )
         for p in cmp["params"]:
             style = "bold yellow" if p["differs"] else None
-            cells = [escape(_value(v)) for v in p["values"]]
+            first = p["values"][0]
+            cells = [escape(_value(first))]
+            cells += ["=" if v == first else escape(_value(v)) for v in p["values"][1:]]
             table.add_row("≠" if p["differs"] else "", escape(p["key"]), *cells, style=style)
         console.print(table)
 
     if cmp["metrics"]:
-        table = Table(
-            title="metrics (latest value; change vs baseline)", box=box.SIMPLE_HEAD, title_justify="left"
-        )
-        table.add_column("metric")
-        table.add_column(escape(labels[0]) + " (baseline)", justify="right", no_wrap=True)
-        for label in labels[1:]:
-            table.add_column(escape(label), justify="right", no_wrap=True)
-            table.add_column("Δ", justify="right", no_wrap=True)
+        # On a narrow console the changes of the last runs go first: the values stay.
+        columns = [Col("metric"), Col(labels[0], justify="right")]
+        for i, label in enumerate(labels[1:], 1):
+            columns += [Col(label, justify="right"), Col("Δ", justify="right", drop=len(labels) - i)]
+        table = CliTable(*columns, title="metrics (latest value; Δ: change vs the baseline)")
         for m in cmp["metrics"]:
             cells = [_metric_cell(m["values"][0])]
             for i in range(1, len(labels)):
@@ -338,12 +345,16 @@ def compare(
 
     series = [m for m in cmp["metrics"] if any(v is not None and v["count"] > 1 for v in m["values"])]
     if series:
-        table = Table(title="series", box=box.SIMPLE_HEAD, title_justify="left")
-        table.add_column("metric")
-        table.add_column("run")
-        for col in ("last", "min", "max", "steps"):
-            table.add_column(col, justify="right", no_wrap=True)
-        table.add_column("trend", no_wrap=True)
+        table = CliTable(
+            Col("metric"),
+            Col("run"),
+            Col("last", justify="right"),
+            Col("min", justify="right", drop=3),
+            Col("max", justify="right", drop=3),
+            Col("steps", justify="right", drop=2),
+            Col("trend", drop=1),
+            title="series",
+        )
         for m in series:
             for run_row, label, v in zip(cmp["runs"], labels, m["values"], strict=True):
                 if v is None:

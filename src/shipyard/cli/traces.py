@@ -7,14 +7,22 @@ from datetime import datetime
 from typing import Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 from rich.tree import Tree
 
-from shipyard.cli.common import HomeOpt, JsonOpt, console, open_store, print_json, settings_only
+from shipyard.cli.common import (
+    CliTable,
+    Col,
+    HomeOpt,
+    JsonOpt,
+    console,
+    open_store,
+    print_json,
+    settings_only,
+)
 from shipyard.durations import is_duration, parse_duration
 from shipyard.store import traces as q
+from shipyard.tracing import semconv as sc
 
 app = typer.Typer(help="Inspect traced requests.", no_args_is_help=True)
 
@@ -60,16 +68,20 @@ def list_traces(
         print_json(rows)
         return
     total = f" of {q.count_traces(store, f)}" if len(rows) == limit else ""
-    # Compact layout: the full trace id (what `traces show` takes) must stay intact, so it goes
-    # last and folds on narrow terminals while the figures stay on one line.
-    table = Table(title=f"{len(rows)} trace(s){total}, newest first", box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("time", no_wrap=True)
-    for col in ("route", "target"):
-        table.add_column(col, overflow="ellipsis", max_width=16)
-    table.add_column("st", no_wrap=True)
-    for col in ("ms", "ttft", "tok in/out", "$"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("trace id", overflow="fold", min_width=16)
+    # The route and the full trace id (what `traces show` takes) are always shown whole; on a
+    # narrow console the figures go first, then the target.
+    table = CliTable(
+        Col("time"),
+        Col("route"),
+        Col("target", drop=4),
+        Col("st"),
+        Col("ms", justify="right", drop=5),
+        Col("ttft", justify="right", drop=1),
+        Col("tok in/out", justify="right", drop=3),
+        Col("$", justify="right", drop=2),
+        Col("trace id"),
+        title=f"{len(rows)} trace(s){total}, newest first",
+    )
     today = datetime.now().date()
     for r in rows:
         status_txt = "[green]ok[/green]" if r["status"] == "ok" else f"[red]{r['status_code']}[/red]"
@@ -77,8 +89,8 @@ def list_traces(
         when = started.strftime("%H:%M:%S" if started.date() == today else "%m-%d %H:%M")
         table.add_row(
             when,
-            r["route"] or "-",
-            r["target"] or "-",
+            escape(r["route"] or "-"),
+            escape(r["target"] or "-"),
             status_txt,
             _ms(r["latency_ms"]),
             _ms(r["ttft_ms"]),
@@ -144,6 +156,19 @@ def show(
                 console.print(f"  {m.get('role')}: {m.get('content')}", markup=False, highlight=False)
         else:
             console.print(f"  {t['input']}", markup=False, highlight=False)
+    rendered = next(
+        (
+            text
+            for sp in reversed(t["spans"])
+            if isinstance(text := (sp["attributes"] or {}).get(sc.PROMPT_RENDERED), str)
+        ),
+        None,
+    )
+    if rendered is not None:
+        # What a local model was actually given: its prompt format applied to the messages.
+        console.print("[bold]the model saw[/bold] (the prompt its provider built from the input)")
+        for line in rendered.splitlines():
+            console.print(f"  {line}", markup=False, highlight=False)
     if t["output"] is not None:
         console.print("[bold]output[/bold]")
         console.print(f"  {t['output']}", markup=False, highlight=False)

@@ -169,7 +169,7 @@ def render_terminal(
     style = {"ok": "bold green", "warn": "bold yellow", "bad": "bold red"}[status]
     for t in summary.targets.values():
         table = Table(title=Text(f"{summary.suite or 'eval'} · {t.target}"), show_header=False)
-        table.add_column("metric", style="dim")
+        table.add_column("metric", style="dim", no_wrap=True)  # scorer names stay whole, for grep
         table.add_column("value")
         for k, v in _target_rows(t):
             table.add_row(Text(k), Text(v))
