@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -189,18 +191,97 @@ def pii(data: Path) -> dict[str, Any]:
     } | _latency(scan.times)
 
 
-def secrets(data: Path) -> dict[str, Any]:
-    scan = Timed(scanners_by_type(["secrets"], "input"))
-    root = data / "detect-secrets" / "test_data"
+_BOUNDARY = re.compile(r"[\s'\"=:,()\[\]{}@/<>-]")
+
+
+_ASSIGNS = re.compile(r"[:=][ \t]*\S")
+
+
+def _candidates(line: str) -> set[str]:
+    """Substrings of ``line`` that start and end at a delimiter: where detect-secrets' values lie."""
+    cuts = sorted(
+        {0, len(line)}
+        | {m.start() for m in _BOUNDARY.finditer(line)}
+        | {m.end() for m in _BOUNDARY.finditer(line)}
+    )
+    return {line[a:b] for i, a in enumerate(cuts) for b in cuts[i + 1 :] if b - a <= 200}
+
+
+def secrets_truth(root: Path) -> dict[str, Any]:
+    """The lines of detect-secrets' test files that hold a secret its baseline lists.
+
+    The baseline (2020, detect-secrets 0.14) names each secret by file, line and the SHA-1 of its
+    value; the files have been edited since, so some listed lines have moved (each_secret.py by one
+    line, config.yaml:14 is now blank). A listed entry is placed on the line that now holds a value
+    with its hash (the nearest one to the listed line); an entry whose value no longer occurs stays on
+    its line if that line still assigns a value, and is dropped if the line is blank or assigns
+    nothing (``nested:``). Not negatives either: other lines holding a value the baseline lists (it
+    lists a secret once per file, and the files share values), the body of a listed private-key
+    block, and lines marked ``pragma: allowlist secret`` (secrets the file's author allowlisted for
+    detect-secrets; a gateway must not honour the comment, since whoever writes the text writes the
+    comment)."""
     baseline = json.loads((root / "baseline.file").read_text())["results"]
-    expected = {(path, r["line_number"]) for path, rs in baseline.items() for r in rs}
     files = sorted(
         set(baseline)
         | {"files/file_with_no_secrets.py", "files/tmp/file_with_no_secrets.py", "only_comments.yaml"}
     )
+    positives: set[tuple[str, int]] = set()
+    literal = {(path, r["line_number"]) for path, rs in baseline.items() for r in rs}
+    dropped: list[tuple[str, int]] = []
+    excluded: dict[tuple[str, int], str] = {}
+    listed_anywhere = {r["hashed_secret"] for rs in baseline.values() for r in rs}
+    for path in files:
+        lines = (root / path).read_text(errors="replace").splitlines()
+        hashed = [
+            {hashlib.sha1(c.encode()).hexdigest() for c in _candidates(line)} if len(line) < 400 else set()
+            for line in lines
+        ]
+        groups: dict[int, set[str]] = {}
+        for r in baseline.get(path, []):
+            groups.setdefault(r["line_number"], set()).add(r["hashed_secret"])
+        for listed, hashes in groups.items():
+            holding = [n for n, hs in enumerate(hashed, 1) if hs & hashes]
+            if holding:
+                line = min(holding, key=lambda n: abs(n - listed))
+            elif listed <= len(lines) and _ASSIGNS.search(lines[listed - 1]):
+                line = listed  # the value changed since, but the line still assigns one
+            else:
+                dropped.append((path, listed))
+                continue
+            positives.add((path, line))
+            if "PRIVATE KEY" in lines[line - 1]:
+                end = next(
+                    (i for i in range(line, len(lines)) if "END" in lines[i] and "PRIVATE KEY" in lines[i]),
+                    line,
+                )
+                for n in range(line + 1, end + 2):
+                    excluded.setdefault((path, n), "inside a listed private-key block")
+        for n, text in enumerate(lines, 1):
+            if hashed[n - 1] & listed_anywhere:
+                excluded.setdefault((path, n), "holds a listed secret")
+            if "pragma: allowlist secret" in text:
+                excluded[(path, n)] = "allowlisted"
+    for key in positives:
+        excluded.pop(key, None)
+    return {
+        "files": files,
+        "positives": positives,
+        "literal": literal,
+        "dropped": dropped,
+        "excluded": excluded,
+    }
+
+
+def secrets(data: Path) -> dict[str, Any]:
+    scan = Timed(scanners_by_type(["secrets"], "input"))
+    root = data / "detect-secrets" / "test_data"
+    truth = secrets_truth(root)
     pos: list[bool] = []
     neg: list[bool] = []
-    for path in files:
+    literal_pos: list[bool] = []
+    literal_neg: list[bool] = []
+    allowlisted: list[bool] = []
+    for path in truth["files"]:
         text = (root / path).read_text(errors="replace")
         findings = scan({"text": text})["findings"]
         starts = [0]
@@ -209,11 +290,29 @@ def secrets(data: Path) -> dict[str, Any]:
         for n, line in enumerate(text.splitlines(keepends=True), 1):
             a, b = starts[n - 1], starts[n]
             flagged = any(f["start"] < b and a < f["end"] for f in findings)
-            if (path, n) in expected:
-                pos.append(flagged)
+            key = (path, n)
+            if key in truth["literal"]:
+                literal_pos.append(flagged)
             elif line.strip():
+                literal_neg.append(flagged)
+            if key in truth["positives"]:
+                pos.append(flagged)
+            elif truth["excluded"].get(key) == "allowlisted":
+                allowlisted.append(flagged)
+            elif key not in truth["excluded"] and line.strip():
                 neg.append(flagged)
-    return _rates(pos, neg) | {"n_files": len(files)} | _latency(scan.times)
+    literal = _rates(literal_pos, literal_neg)
+    return (
+        _rates(pos, neg)
+        | {
+            "n_files": len(truth["files"]),
+            "dropped": [f"{p}:{n}" for p, n in truth["dropped"]],
+            "n_excluded": sum(1 for v in truth["excluded"].values() if v != "allowlisted"),
+            "allowlisted_flagged": f"{sum(allowlisted)}/{len(allowlisted)}",
+            "literal": literal,
+        }
+        | _latency(scan.times)
+    )
 
 
 def latency_2k(data: Path, n: int = 60) -> dict[str, Any]:
@@ -272,13 +371,23 @@ def markdown(r: dict[str, Any], command: str) -> str:
         f"| {_f(i['fpr'])} | {_f(i['precision'])} | {i['p50_ms']:.1f} / {i['p95_ms']:.1f} ms |",
     ]
     s = r["secrets"]
+    lit = s["literal"]
     lines.append(
-        f"| secrets | detect-secrets baseline lines, {s['n_attacks']} | other lines of its test files, "
-        f"{s['n_benign']} | {_f(s['tpr'])} | {_f(s['fpr'])} | {_f(s['precision'])} "
+        f"| secrets | lines holding a detect-secrets baseline secret, {s['n_attacks']} | other lines of its "
+        f"test files, {s['n_benign']} | {_f(s['tpr'])} | {_f(s['fpr'])} | {_f(s['precision'])} "
         f"| {s['p50_ms']:.1f} / {s['p95_ms']:.1f} ms per file |"
     )
     p = r["pii"]
     lines += [
+        "",
+        "Secrets ground truth: detect-secrets' 2020 baseline lists each secret by file, line and the SHA-1 "
+        "of its value, and its test files have changed since; each listed secret is placed on the line that "
+        f"now holds a value with its hash (dropped when none does and the listed line assigns nothing: "
+        f"{', '.join(s['dropped']) or 'none'}); other lines holding a listed value, the body of a listed "
+        f"private-key block ({s['n_excluded']} lines in all) and lines marked `pragma: allowlist secret` are "
+        f"not negatives (the scanner flags {s['allowlisted_flagged']} of those: it ignores the pragma on "
+        f"purpose). Scored against the baseline's line numbers as written ({lit['n_attacks']} lines, "
+        f"{lit['n_benign']} other non-empty lines): TPR {_f(lit['tpr'])}, FPR {_f(lit['fpr'])}.",
         "",
         f"PII on presidio-research synth_dataset_v2 (1,500 sentences; p50 {p['p50_ms']:.2f} ms, p95 "
         f"{p['p95_ms']:.2f} ms per sentence; {_f(p['clean_flagged'])} of the {p['clean_sentences']} PII-free "

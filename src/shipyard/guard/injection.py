@@ -8,7 +8,7 @@ data, licences, training command and calibration metrics ship with the package, 
 downloaded at run time. Rebuild them with::
 
     python tools/train_injection.py --data ../shared/data --seed 13 --l2 1e-05 --target-fpr 0.01 \
-        --code-target-fpr 0.02 --folds 4
+        --code-target-fpr 0.02 --folds 4 --foreign 800
 
 - The ``direct`` head reads what a user typed: it flags instructions that try to override the
   system prompt, role-play jailbreaks, system-prompt and secret extraction.
@@ -61,6 +61,102 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
+
+_IGNORE_WORDS = (
+    r"\bignor(?:ez|e|es|a|ar|e[rs]|iere|ieren|uj|eer|era|ă)\b|\bzignoruj|\bnegeer|\bolvida|\boublie[sz]?\b"
+    r"|\bvergiss|\bvergeet|\bdimentica|\besqueça|\bzapom|\bglöm|\bglem|\bunohda|игнорир|забуд|"
+    r"ігнору|αγνο|ξ[εέ]χ|yok say|görmezden|unut|تجاهل|انس|התעלם|שכח|नज़रअंदाज़|नजरअंदाज|अनदेख|भूल जा|無視|忘れ|"
+    r"忽略|忽视|无视|忘掉|무시|잊어|bỏ qua|quên|abaikan|lupakan|ไม่ต้องสนใจ|เพิกเฉย|ลืม"
+)
+_RULE_WORDS = (
+    r"instruc|istruzion|anweisung|instruç|instructie|instrukc|instrukt|règles|regla|regole|regeln|regels|"
+    r"regras|consignes|direttive|indicaciones|vorgaben|инструкц|указани|правил|інструкці|pokyn|οδηγί|εντολ|"
+    r"κανόν|talimat|kural|تعليمات|القواعد|הוראות|כללים|निर्देश|नियम|指示|命令|ルール|指令|规则|規則|지시|지침|"
+    r"명령|규칙|hướng dẫn|quy tắc|instruksi|aturan|คำสั่ง|กฎ|ohjee|utasítás"
+)
+_IGNORE_STEMS = (
+    "ignor",
+    "negeer",
+    "olvida",
+    "oublie",
+    "vergiss",
+    "vergeet",
+    "dimentica",
+    "esqueç",
+    "zapom",
+    "glöm",
+    "glem",
+    "unohda",
+    "игнор",
+    "забуд",
+    "ігнор",
+    "αγνο",
+    "ξεχ",
+    "ξέχ",
+    "yok say",
+    "görmezden",
+    "unut",
+    "تجاهل",
+    "انس",
+    "התעלם",
+    "שכח",
+    "नज़रअंदाज़",
+    "नजरअंदाज",
+    "अनदेख",
+    "भूल जा",
+    "無視",
+    "忘れ",
+    "忽略",
+    "忽视",
+    "无视",
+    "忘掉",
+    "무시",
+    "잊어",
+    "bỏ qua",
+    "quên",
+    "abaikan",
+    "lupakan",
+    "ไม่ต้องสนใจ",
+    "เพิกเฉย",
+    "ลืม",
+)
+_SECRET_STEMS = (
+    "mot de passe",
+    "contrase",
+    "passwort",
+    "senha",
+    "wachtwoord",
+    "пароль",
+    "hasł",
+    "heslo",
+    "κωδικ",
+    "şifre",
+    "كلمة",
+    "סיסמ",
+    "पासवर्ड",
+    "パスワード",
+    "비밀번호",
+    "암호",
+    "密码",
+    "密碼",
+    "mật khẩu",
+    "kata sandi",
+    "รหัสผ่าน",
+    "lösenord",
+    "prompt",
+    "системн",
+    "システムプロンプト",
+    "시스템 프롬프트",
+    "系统提示",
+    "segreta",
+    "secrète",
+    "secreta",
+    "schlüssel",
+    "ключ",
+    "秘密の鍵",
+    "비밀 키",
+    "秘密密钥",
+)
 
 # Indicator features: phrases that carry most of the signal in few words, so the model still
 # fires on a short attack inside a long benign window. Each is one feature (present or not).
@@ -121,8 +217,19 @@ HAND_PATTERNS: tuple[tuple[str, str], ...] = (
     ("delimiters", r"-{5,}|={5,}|\*{5,}|#{5,}|\bend of (?:document|text|input|context|prompt)\b"),
     (
         "foreign_override",
-        r"\b(?:ignorez|ignora|ignoriere|ignorieren|ignore[sz]?|olvida|oublie[sz]?|vergiss)\b[^.!?\n]{0,40}?"
-        r"\b(?:instructions|instrucciones|istruzioni|anweisungen|règles|reglas|regole|regeln)\b",
+        # "Ignore / forget … instructions / rules" in other languages, either word order (Korean
+        # and Japanese put the verb last); scripts without spaces get no word boundaries.
+        rf"(?:{_IGNORE_WORDS})[^.!?。\n]{{0,40}}?(?:{_RULE_WORDS})"
+        rf"|(?:{_RULE_WORDS})[^.!?。\n]{{0,24}}?(?:{_IGNORE_WORDS})",
+    ),
+    (
+        "foreign_secret",
+        # The password or the system prompt, named in another language.
+        r"mot de passe|contrase(?:ñ|n)a|passwort|\bsenha|wachtwoord|пароль|\bhasł|\bheslo|κωδικ[όο]|şifre|"
+        r"كلمة (?:المرور|السر)|סיסמ|पासवर्ड|パスワード|비밀번호|암호|密码|密碼|mật khẩu|kata sandi|รหัสผ่าน|"
+        r"lösenord|prompt (?:système|del sistema|di sistema|de sistema|do sistema)|systemprompt|"
+        r"системн\w* промпт|システムプロンプト|시스템 프롬프트|系统提示|chiave segreta|clé secrète|"
+        r"clave secreta|geheimen schlüssel|секретн\w* ключ|秘密の鍵|비밀 키|秘密密钥",
     ),
 )
 _HAND = tuple(re.compile(p, re.IGNORECASE) for _, p in HAND_PATTERNS)
@@ -163,7 +270,8 @@ _TRIGGERS: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("you must", "you will", "you shall", "you have to", "refuse", "decline", "warn", "mention that",
       "no matter"),),
     (("-----", "=====", "*****", "#####", "end of"),),
-    (("instruc", "istruzioni", "anweisungen", "règles", "reglas", "regole", "regeln"),),
+    (_IGNORE_STEMS, tuple(_RULE_WORDS.split("|"))),
+    (_SECRET_STEMS,),
 )  # fmt: skip
 N_HAND = len(_HAND)
 

@@ -7,6 +7,11 @@ encoded as base64, hex, binary, URL escapes or rot13. ``variants`` returns every
 scanning, each with where it came from in the original text, so a finding can point at the span
 and say what was decoded (``kind: base64_payload``).
 
+:func:`normalized` is the one normaliser all scanners share: the value scanners (``pii``,
+``secrets``, ``banned``, ``canary``, ``toxicity``, ``urls``…) read its text, so a value written with
+zero-width characters, non-breaking spaces or full-width letters inside is still found, and its
+offset map gives the span of the original text to redact (invisible characters included).
+
 Everything is the standard library plus tables; it is cheap enough for the request path (a
 2,000-character ASCII prompt with no encoded runs costs a few tens of microseconds).
 """
@@ -16,9 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Zero-width, joiner, bidi-control, tag and other format characters that render as nothing but
@@ -44,6 +51,11 @@ _HOMOGLYPHS: dict[str, str] = {
     # Latin extensions and symbols used as letters
     "ı": "i", "ȷ": "j", "ℓ": "l", "ſ": "s", "ꞵ": "b", "ɑ": "a", "ɩ": "i", "ʏ": "y",
 }  # fmt: skip
+
+_HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
+_HOMOGLYPH_RE = re.compile("[" + re.escape("".join(_HOMOGLYPHS)) + "]")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 # Leetspeak: only applied inside tokens that mix letters with these, so numbers stay numbers.
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
@@ -128,24 +140,113 @@ class Variant:
         """The original span of ``self.text[start:end]``."""
         if self.decoded:
             return self.start, self.end
-        if self.offsets is None:
-            return start, end
-        start = min(max(start, 0), len(self.offsets) - 1)
-        end = min(max(end, start + 1), len(self.offsets))
-        return self.offsets[start], self.offsets[end - 1] + 1
+        return origin_span(self.offsets, start, end)
 
 
 def is_invisible(ch: str) -> bool:
     return ch in _EXTRA_INVISIBLE or (unicodedata.category(ch) == "Cf")
 
 
+def origin_span(
+    offsets: Sequence[int] | None, start: int, end: int, original: str | None = None
+) -> tuple[int, int]:
+    """The span of the original text that ``text[start:end]`` of a cleaned text came from.
+
+    It runs from the original of the first character to the original of the last one, so every
+    invisible character between them is inside; with ``original``, invisible characters right
+    after the last one are taken too, so a redaction leaves nothing of an obfuscated value."""
+    if offsets is None:
+        return start, end
+    if not offsets:
+        return 0, len(original) if original is not None else 0
+    start = min(max(start, 0), len(offsets) - 1)
+    end = min(max(end, start + 1), len(offsets))
+    a, b = offsets[start], offsets[end - 1] + 1
+    if original is not None:
+        while b < len(original) and is_invisible(original[b]):
+            b += 1
+    return a, b
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """``original`` as a reader sees it: ``text`` is :func:`clean`'s output and ``offsets[i]`` the
+    original index of ``text[i]`` (None when the two are the same, the common case).
+
+    Every scanner that matches values (``pii``, ``secrets``, ``banned``, ``canary``…) reads
+    ``text`` and reports :meth:`origin` spans, so ``4111\u00a01111…`` or an API key with a
+    zero-width space inside is found, and redacted whole in the original."""
+
+    original: str
+    text: str
+    offsets: tuple[int, ...] | None
+
+    def origin(self, start: int, end: int) -> tuple[int, int]:
+        return origin_span(self.offsets, start, end, self.original)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalized(text: str) -> Normalized:
+    cleaned, offsets = clean(text)
+    return Normalized(text, cleaned, offsets)
+
+
+def normalized(text: str) -> Normalized:
+    """The one normaliser every scanner shares: invisible characters dropped, NFKC (full-width
+    letters and digits, non-breaking and other Unicode spaces become ASCII), look-alike letters
+    folded. ASCII text costs one ``isascii`` check; other text is cached, because every scanner of
+    a route reads the same message."""
+    if text.isascii():
+        return Normalized(text, text, None)
+    return _normalized(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(ch: str) -> str:
+    """What one non-ASCII character reads as: nothing (invisible), or its NFKC form."""
+    if is_invisible(ch):
+        return ""
+    return "".join(c for c in unicodedata.normalize("NFKC", ch) if not is_invisible(c))
+
+
+def fold_lookalikes(text: str) -> str:
+    """Look-alike letters of other scripts folded to ASCII inside words that mix them with ASCII
+    letters, and in words made only of look-alikes when the text around them is mostly Latin
+    ("ѕуѕтем" among English words); same length, so offsets still fit. A Russian or Greek word
+    in Russian or Greek text ("Игнорировать", "всё") is a word, and stays one."""
+    if text.isascii() or not _HOMOGLYPH_RE.search(text):
+        return text
+    letters = _LETTERS.findall(text)
+    latin = sum(len(w) for w in letters if w.isascii())
+    mostly_latin = 2 * latin > sum(len(w) for w in letters)
+
+    def fold(m: re.Match[str]) -> str:
+        word = m.group(0)
+        if word.isascii() or not _HOMOGLYPH_RE.search(word):
+            return word
+        if _ASCII_LETTER.search(word) or (mostly_latin and all(c in _HOMOGLYPHS for c in word)):
+            return word.translate(_HOMOGLYPH_TABLE)
+        return word
+
+    return _LETTERS.sub(fold, text)
+
+
 def clean(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """Invisible characters dropped, NFKC applied, look-alike letters folded to ASCII.
+    """Invisible characters dropped, NFKC applied, look-alike letters folded to ASCII (inside
+    words that mix scripts, see :func:`fold_lookalikes`).
 
     Returns the cleaned text and, when it differs from ``text``, the original index of each of
     its characters (None when nothing changed, the common case)."""
     if text.isascii():
         return text, None
+    cleaned, offsets = _clean_chars(text)
+    folded = fold_lookalikes(cleaned)
+    if offsets is None and folded != text:
+        return folded, tuple(range(len(text)))
+    return folded, offsets
+
+
+def _clean_chars(text: str) -> tuple[str, tuple[int, ...] | None]:
     out: list[str] = []
     offsets: list[int] = []
     changed = False
@@ -154,11 +255,7 @@ def clean(text: str) -> tuple[str, tuple[int, ...] | None]:
     for m in _NON_ASCII.finditer(text):
         i = m.start()
         ch = m.group(0)
-        if is_invisible(ch):
-            folded = ""
-        else:
-            folded = "".join(_HOMOGLYPHS.get(c, c) for c in unicodedata.normalize("NFKC", ch))
-            folded = "".join(c for c in folded if not is_invisible(c))
+        folded = _fold_char(ch)
         if folded == ch:
             continue
         changed = True
@@ -295,16 +392,30 @@ def decode_payloads(text: str, depth: int = 2) -> list[tuple[str, int, int, str]
     return found
 
 
+def _letters_changed(text: str, cleaned: str, offsets: Sequence[int]) -> bool:
+    """Whether cleaning turned a non-ASCII character into an ASCII letter (a disguised letter)."""
+    return any(
+        c.isascii() and c.isalpha() and not text[o].isascii() for c, o in zip(cleaned, offsets, strict=True)
+    )
+
+
 def variants(text: str) -> list[Variant]:
     """Every reading of ``text`` worth scanning; the first is always the cleaned whole text."""
-    cleaned, offsets = clean(text)
+    norm = normalized(text)
+    cleaned, offsets = norm.text, norm.offsets
     if offsets is None:
         offsets_t: tuple[int, ...] | None = None
         kind = "text"
     else:
         offsets_t = offsets
-        # Which trick made the difference matters to whoever reads the finding.
-        kind = "invisible_characters" if any(is_invisible(c) for c in text) else "homoglyphs"
+        # Which trick made the difference matters to whoever reads the finding; full-width
+        # punctuation and Unicode spaces alone (Chinese, Japanese text) are no trick.
+        if any(is_invisible(c) for c in text):
+            kind = "invisible_characters"
+        elif _letters_changed(text, cleaned, offsets):
+            kind = "homoglyphs"
+        else:
+            kind = "text"
     out = [Variant(cleaned, kind, 0, len(text), offsets_t)]
     if offsets is not None:
         for m in _TAGS.finditer(text):

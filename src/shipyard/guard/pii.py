@@ -11,6 +11,13 @@ numbers and postcodes makes datasets useless, so
 
 Each finding becomes a typed marker (``<EMAIL>``, ``<PHONE>``, ``<CREDIT_CARD>``, ``<IBAN>``)
 so that a scrubbed example still reads naturally and an eval can tell what was there.
+
+Text is read through the guard's shared normaliser (:func:`shipyard.guard.normalize.normalized`):
+a value written with zero-width characters, non-breaking spaces or full-width digits inside is
+found, and its span covers the whole obfuscated value in the original text. Card numbers and IBANs
+may also be split by tabs, doubled spaces or a line break, and an e-mail address may have spaces
+around its ``@`` (then its domain must end in a common or two-letter top-level domain, so "thanks
+@ john.smith" stays a sentence).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from shipyard.guard.normalize import normalized
 
 EMAIL = "EMAIL"
 PHONE = "PHONE"
@@ -49,16 +58,32 @@ class Finding:
 _EMAIL_RE = re.compile(
     r"(?<![\w.%+-])"
     r"[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
-    r"@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
+    # Spaces, tabs or one line break around the "@": how a value is smuggled past a plain regex.
+    r"(?P<at>[ \t]{0,3}(?:\r?\n[ \t]{0,3})?@[ \t]{0,3}(?:\r?\n[ \t]{0,3})?)"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24})"
     r"(?![\w-])"
 )
+_TLD_TEXT = (
+    "com net org edu gov mil int info biz name pro mobi app dev io ai co me tv cloud online site tech "
+    "xyz email mail live shop store blog page"
+)
+_COMMON_TLDS = frozenset(_TLD_TEXT.split())
+
+
+def _email_ok(_text: str, m: re.Match[str]) -> bool:
+    if m.group("at") == "@":
+        return True
+    tld = m.group("tld").lower()
+    return len(tld) == 2 or tld in _COMMON_TLDS
+
 
 # -- IBAN -------------------------------------------------------------------------------------------
 # Country code, two check digits, then 11–30 letters/digits, optionally printed in groups of four.
 _IBAN_RE = re.compile(
-    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?(?![A-Za-z0-9])",
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ \t]{0,3}[A-Za-z0-9]{4}){2,7}(?:[ \t]{0,3}[A-Za-z0-9]{1,4})?"
+    r"(?![A-Za-z0-9])",
 )
+_LAST_GROUP = re.compile(r"[ \t]+[A-Za-z0-9]+$")
 
 
 def _find_ibans(text: str) -> Iterator[tuple[int, int]]:
@@ -70,14 +95,15 @@ def _find_ibans(text: str) -> Iterator[tuple[int, int]]:
             if iban_ok(candidate):
                 yield m.start(), m.start() + len(candidate)
                 break
-            if " " not in candidate:
+            last = _LAST_GROUP.search(candidate)
+            if last is None:
                 break
-            candidate = candidate.rsplit(" ", 1)[0]
+            candidate = candidate[: last.start()]
 
 
 def iban_ok(candidate: str) -> bool:
     """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 == 1."""
-    s = candidate.replace(" ", "").upper()
+    s = re.sub(r"\s", "", candidate).upper()
     if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
         return False
     digits = "".join(str(int(ch, 36)) for ch in s[4:] + s[:4])
@@ -85,8 +111,11 @@ def iban_ok(candidate: str) -> bool:
 
 
 # -- credit cards -----------------------------------------------------------------------------------
-# 12–19 digits, optionally in groups separated by single spaces or hyphens (4-4-4-4, 4-6-5, …).
-_CARD_RE = re.compile(r"(?<![\w+.,-])\d(?:[ -]?\d){11,18}(?![\w.,]?\d)(?!-\d)")
+# 12–19 digits, optionally in groups (4-4-4-4, 4-6-5, …) separated by a hyphen, up to three spaces
+# or tabs, or one line break.
+_CARD_SEP = r"(?:[ \t]{1,3}|[ \t]*\r?\n[ \t]*|[ \t]*-[ \t]*)"
+_CARD_RE = re.compile(r"(?<![\w+.,-])\d(?:" + _CARD_SEP + r"?\d){11,18}(?![\w.,]?\d)(?!-\d)")
+_CARD_GROUPS = re.compile(r"[ \t]*-[ \t]*|\s+")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -103,13 +132,16 @@ def _card_ok(candidate: str) -> bool:
     digits = re.sub(r"\D", "", candidate)
     if not 12 <= len(digits) <= 19 or len(set(digits)) == 1:
         return False
-    groups = re.split(r"[ -]", candidate)
-    # Printed cards group their digits in blocks of 4 (Amex 4-6-5, Diners 4-6-4); a run split any
-    # other way (3-3-4…) is a phone number or a reference, not a card.
+    groups = _CARD_GROUPS.split(candidate)
+    # Printed cards group their digits in blocks of 4 (Amex 4-6-5, Diners 4-6-4), or of 8 or 12
+    # where some separators were invisible characters; a run split any other way (3-3-4…) is a
+    # phone number or a reference, not a card.
     if len(groups) > 1 and not (
-        all(len(g) == 4 for g in groups[:-1]) or [len(g) for g in groups[:2]] == [4, 6]
+        all(len(g) % 4 == 0 for g in groups[:-1]) or [len(g) for g in groups[:2]] == [4, 6]
     ):
         return False
+    if len(groups) > 1 and all(_YEAR_RE.match(g) for g in groups):
+        return False  # a column of years
     return luhn_ok(digits)
 
 
@@ -325,7 +357,7 @@ def _regex_finder(pattern: re.Pattern[str], check: Callable[[str, re.Match[str]]
 
 _Finder = Callable[[str], Iterable[tuple[int, int]]]
 _DETECTORS: tuple[tuple[str, _Finder], ...] = (
-    (EMAIL, _regex_finder(_EMAIL_RE, lambda _text, _m: True)),
+    (EMAIL, _regex_finder(_EMAIL_RE, _email_ok)),
     (IBAN, _find_ibans),
     (CREDIT_CARD, _regex_finder(_CARD_RE, lambda _text, m: _card_ok(m.group(0)))),
     (US_SSN, _find_ssns),
@@ -341,18 +373,25 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Finding]:
     Detectors run in a fixed priority (e-mail, IBAN, card, SSN, phone, IP, person) and a later one
     never claims characters an earlier one took: a card number is not also reported as a phone
     number. ``kinds`` defaults to the datasets' scrub set; ``ALL_KINDS`` adds SSN, IP and names.
+    Spans are in ``text`` itself, even when the value was found in its normalised reading.
     """
     wanted = set(kinds)
     unknown = wanted - set(ALL_KINDS)
     if unknown:
         raise ValueError(f"unknown PII kind(s) {sorted(unknown)}; known: {', '.join(ALL_KINDS)}")
-    taken: list[Finding] = []
+    norm = normalized(text)
+    read = norm.text
+    spans: list[tuple[str, int, int]] = []
     for kind, finder in _DETECTORS:
         if kind not in wanted:
             continue
-        for start, end in finder(text):
-            if not any(start < f.end and f.start < end for f in taken):
-                taken.append(Finding(kind, start, end, text[start:end]))
+        for start, end in finder(read):
+            if not any(start < b and a < end for _, a, b in spans):
+                spans.append((kind, start, end))
+    taken = []
+    for kind, start, end in spans:
+        a, b = norm.origin(start, end)
+        taken.append(Finding(kind, a, b, text[a:b]))
     return sorted(taken, key=lambda f: f.start)
 
 

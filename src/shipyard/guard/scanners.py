@@ -2,12 +2,14 @@
 
 Every scanner here is offline and deterministic: regular expressions, checksums, word lists and a
 little arithmetic (entropy, n-gram overlap), so it adds microseconds, not a model call, to a
-request. Each one's limits are stated in its docstring and in ``docs/security.md``.
+request. Each one's limits are stated in its docstring and in ``docs/security.md``. All but
+``token_limit`` and ``json_schema`` read the text through the shared normaliser
+(:func:`shipyard.guard.normalize.normalized`) and report spans of the original text.
 
 | type | stages | default action | finds |
 |---|---|---|---|
 | ``pii`` | input, output | redact | e-mail, phone, card (Luhn), IBAN (mod 97), US SSN, IP, names (cued) |
-| ``secrets`` | input, output | redact | API keys by prefix, PEM private keys, JWTs, bearer tokens, entropy |
+| ``secrets`` | input, output | redact | API keys by format, PEM keys, JWTs, ``password = …``, entropy |
 | ``banned`` | input, output | block | configured substrings, regexes and topics |
 | ``token_limit`` | input | block | requests longer than ``max_tokens`` (estimated) |
 | ``canary`` | output | block | the canary token the pipeline planted in the system prompt |
@@ -25,11 +27,13 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from shipyard.guard import normalize
 from shipyard.guard import pii as pii_mod
 from shipyard.guard.base import Action, Finding, ScanContext, ScannerOptions, ScannerType, Stage
 from shipyard.plugins import hookimpl
@@ -38,13 +42,30 @@ BOTH: tuple[Stage, ...] = ("input", "output")
 
 
 class _Base:
-    """Shared plumbing: a name, the stages, and findings carrying the configured action."""
+    """Shared plumbing: a name, the stages, findings carrying the configured action, and the shared
+    normaliser: ``find`` reads the text as :func:`normalize.normalized` cleans it (invisible
+    characters dropped, full-width letters and Unicode spaces folded, look-alikes folded) and
+    ``scan`` maps its spans back onto the original text, so a redaction takes the whole
+    obfuscated value."""
 
     stages: tuple[Stage, ...] = BOTH
+    normalizes = True  # False: ``find`` gets the text exactly as it came
 
     def __init__(self, name: str, options: ScannerOptions) -> None:
         self.name = name
         self.options = options
+
+    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+        if not self.normalizes:
+            return self.find(text, ctx)
+        norm = normalize.normalized(text)
+        found = self.find(norm.text, ctx)
+        if norm.offsets is None or not found:
+            return found
+        return [replace(f, start=a, end=b) for f in found for a, b in (norm.origin(f.start, f.end),)]
+
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
+        raise NotImplementedError
 
     def _finding(
         self,
@@ -85,8 +106,9 @@ class PiiScanner(_Base):
     names next to a cue ("Dr.", "my name is", "Name:"). Names without a cue are missed."""
 
     options: PiiOptions
+    normalizes = False  # find_pii reads the normalised text itself and reports original spans
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         return self._keep(
             self._finding(f.kind, f.start, f.end, 1.0 if f.kind != pii_mod.PERSON else 0.8)
             for f in pii_mod.find_pii(text, self.options.kinds)
@@ -94,8 +116,49 @@ class PiiScanner(_Base):
 
 
 # -- secrets -----------------------------------------------------------------------------------------
-_SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    # (kind, pattern, group holding the secret)
+# The rules follow detect-secrets (Yelp): credentials with a known prefix and shape, secret-sounding
+# names assigned a value (its KeywordDetector), and strings whose entropy is too high for words
+# (its Base64HighEntropyString at 4.5 bits and HexHighEntropyString at 3.0, with its filters for
+# ids, UUIDs, templates and sequences). It does not read `pragma: allowlist secret` comments: text
+# through a gateway is written by whoever is attacking it.
+
+# Known formats: (kind, pattern, cue). The cue (lowercased; `|` separates alternatives) must occur
+# in the text for the pattern to run: most text has none, and a substring test is far cheaper than
+# a regular-expression pass. ``_END`` closes a fixed-length format; the compact reading (see
+# ``_compact_findings``) matches without it.
+_END = r"(?![A-Za-z0-9_-])"
+_PREFIXED: tuple[tuple[str, str, str, str], ...] = (
+    # (kind, start, body, cue)
+    ("anthropic_key", r"(?<![\w-])", r"sk-ant-[A-Za-z0-9_-]{20,}", "sk-ant-"),
+    ("openai_key", r"(?<![\w-])", r"sk-(?:proj-|svcacct-|admin-|shp-)?[A-Za-z0-9_-]{20,}", "sk-"),
+    ("aws_access_key", r"(?<![A-Z0-9])", r"(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA|A3T[A-Z0-9])[A-Z0-9]{16}", ""),
+    (
+        "github_token",
+        r"(?<![\w])",
+        r"(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+        "gh|github_pat_",
+    ),
+    ("gitlab_token", r"(?<![\w-])", r"glpat-[A-Za-z0-9_-]{20}", "glpat-"),
+    ("slack_token", r"(?<![\w-])", r"xox[abposr]-[A-Za-z0-9-]{10,}", "xox"),
+    ("google_api_key", r"(?<![\w-])", r"AIza[0-9A-Za-z_-]{35}", "aiza"),
+    ("stripe_key", r"(?<![\w])", r"(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{20,}", "_live_|_test_"),
+    ("huggingface_token", r"(?<![\w])", r"hf_[A-Za-z0-9]{30,}", "hf_"),
+    ("sendgrid_key", r"(?<![\w])", r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}", "sg."),
+    ("npm_token", r"(?<![\w])", r"npm_[A-Za-z0-9]{36}", "npm_"),
+    ("pypi_token", r"(?<![\w])", r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", "pypi-"),
+    ("square_token", r"(?<![\w])", r"sq0(?:atp|csp)-[0-9A-Za-z_-]{22,43}", "sq0"),
+    ("shopify_token", r"(?<![\w])", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}", "shp"),
+    ("jwt", r"(?<![\w-])", r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "eyj"),
+)
+_FIXED_LENGTH = frozenset({"aws_access_key", "gitlab_token", "google_api_key", "sendgrid_key", "npm_token",
+                           "shopify_token"})  # fmt: skip
+_PREFIX_RES = tuple(
+    (kind, re.compile(start + body + _END), re.compile(start + body), tuple(cue.split("|")) if cue else ())
+    for kind, start, body, cue in _PREFIXED
+)
+# Formats that need their context (a header, a keyword, a URL): the normal reading only.
+_CONTEXT_PATTERNS: tuple[tuple[str, re.Pattern[str], int, str], ...] = (
+    # (kind, pattern, group holding the secret, cue)
     (
         "private_key",
         re.compile(
@@ -106,62 +169,79 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
             r"(?:\s*-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)?"
         ),
         0,
-    ),
-    ("anthropic_key", re.compile(r"(?<![\w-])sk-ant-[A-Za-z0-9_-]{20,}"), 0),
-    ("openai_key", re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-|shp-)?[A-Za-z0-9_-]{20,}"), 0),
-    (
-        "aws_access_key",
-        re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[A-Z0-9]{16}(?![A-Z0-9])"),
-        0,
+        "private key",
     ),
     (
         "aws_secret_key",
         re.compile(
-            r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+            r"(?i:aws_?secret_?(?:access_?)?key)[\"']?\s*[:=]+\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
         ),
         1,
+        "secret",
     ),
-    (
-        "github_token",
-        re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),
-        0,
-    ),
-    ("slack_token", re.compile(r"(?<![\w-])xox[abposr]-[A-Za-z0-9-]{10,}"), 0),
-    ("slack_webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,}"), 0),
-    ("google_api_key", re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])"), 0),
-    ("stripe_key", re.compile(r"(?<![\w])(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{20,}"), 0),
-    ("huggingface_token", re.compile(r"(?<![\w])hf_[A-Za-z0-9]{30,}"), 0),
-    ("jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), 0),
-    ("bearer_token", re.compile(r"(?i:\bbearer)\s+([A-Za-z0-9._~+/-]{20,}=*)"), 1),
-    (
-        "password_assignment",
-        re.compile(
-            # Not right after "<": `<SECRET:openai_key>` is this scanner's own placeholder.
-            r"(?<!<)(?i:\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret))"
-            r"[\"']?\s*[:=]\s*[\"']?([^\s\"'<>]{8,})"
-        ),
-        1,
-    ),
+    ("slack_webhook", re.compile(r"https://hooks\.slack\.com/services/[\w/-]{20,}"), 0, "hooks.slack"),
+    ("azure_storage_key", re.compile(r"AccountKey=([A-Za-z0-9+/]{86}==)"), 1, "accountkey="),
+    ("twilio_key", re.compile(r"(?<![\w])(?:AC|SK)[0-9a-f]{32}(?![\w])"), 0, "ac|sk"),
+    ("mailchimp_key", re.compile(r"(?<![\w])[0-9a-f]{32}-us[0-9]{1,2}(?![\w])"), 0, "-us"),
+    ("telegram_bot_token", re.compile(r"(?<![\w:])[0-9]{8,10}:AA[0-9A-Za-z_-]{33}(?![\w-])"), 0, ":aa"),
+    ("bearer_token", re.compile(r"(?i:\bbearer)\s+([A-Za-z0-9._~+/-]{20,}=*)"), 1, "bearer"),
+    # The password of credentials in a URL: scheme://user:password@host.
+    ("basic_auth", re.compile(r"(?<![\w+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:@/<>\"']+:([^\s:@/<>\"']+)@"), 1,
+     "://"),
+)  # fmt: skip
+
+# Secret-sounding names (detect-secrets' KeywordDetector list, plus a few), matched as a part of an
+# identifier: `aws_secret_key`, `SUPER_SECRET_VALUES`, `dbPassword`, but not `passenger` or
+# `max_tokens`.
+_KEYWORD_TEXT = (
+    "apikey api_key appkey app_key authkey auth_key servicekey service_key applicationkey application_key "
+    "accountkey account_key dbkey db_key databasekey database_key clientkey client_key secretkey secret_key "
+    "accesskey access_key privatekey private_key privkey priv_key db_pass keypass passwd password passphrase "
+    "pass pwd secret secrets secrete secreto token auth_token access_token refresh_token credential "
+    "credentials contrasena contraseña"
 )
-# A pattern runs only when its cue (lowercased) occurs in the text: most text has none of them,
-# and a substring test is far cheaper than a regex pass.
-_SECRET_CUES = {
-    "private_key": "private key",
-    "anthropic_key": "sk-ant-",
-    "openai_key": "sk-",
-    "aws_access_key": "",
-    "aws_secret_key": "secret",
-    "github_token": "",
-    "slack_token": "xox",
-    "slack_webhook": "hooks.slack.com",
-    "google_api_key": "aiza",
-    "stripe_key": "_live_|_test_",
-    "huggingface_token": "hf_",
-    "jwt": "eyj",
-    "bearer_token": "bearer",
-    "password_assignment": "",
-}
+_KEYWORDS = _KEYWORD_TEXT.split()
+_KEYWORD_CUES = ("key", "pass", "pwd", "secret", "token", "credential", "contrase")
+# A name is letters, digits, `_`, `-`, `.` (and `::` for YAML-ish keys); the operator is `=`, `:`,
+# `:=`, `=>` or a comparison; the value is quoted, or one bare token.
+_ASSIGNMENT = re.compile(
+    r"(?<![A-Za-z0-9_.<:-])(?P<name>[A-Za-z_][A-Za-z0-9_.:-]{0,80}?)(?P<close>[\]'\"]{0,2})[ \t]*"
+    r"(?P<op>:=|=>|[!=]={1,2}|=|:)[ \t]*@?(?:!![a-z]+[ \t]+)?"
+    r"(?:(?P<q>['\"`])(?P<qvalue>[^'\"`\s]*)(?P=q)|(?P<value>[^\s'\"`,;]+))"
+)
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+# Names that hold something about a secret, not the secret: its length, where it is, its type.
+_NOT_SECRET_NAME = re.compile(
+    r"(?i:(?:^|[_.-])(?:id|ids|max|min|count|num|number|len|length|size|limit|type|kind|name|file|path|url|"
+    r"uri|endpoint|header|field|prompt|policy|format|hint|rule|rules|reset|expiry|expires|expiration|ttl|"
+    r"timeout|label|placeholder|env|var|input|usage|budget|encoder|tokenizer)(?:$|[_.-]))"
+    r"|(?:Id|ID|Url|Name|Path|File|Count|Length|Type)$"
+)
+_PLACEHOLDER_TEXT = (
+    "none null nil true false undefined undef string str required optional redacted secret password "
+    "token example dummy test todo changeme your_password your_token your_api_key xxx xxxx"
+)
+_PLACEHOLDER_VALUES = frozenset(_PLACEHOLDER_TEXT.split())
+_HEX = frozenset("0123456789abcdefABCDEF")
+_QUOTED = re.compile(r"(['\"])([A-Za-z0-9+/=_-]{6,})\1")
+# A config line: `key: value` or `key = value` with one token as the value (YAML, INI, .env).
+_CONFIG_LINE = re.compile(
+    r"(?m)^[+-]?[ \t]*[A-Za-z_][\w.-]{0,80}[ \t]*[:=][ \t]*([A-Za-z0-9+/=_-]{6,})[ \t]*$"
+)
 _ENTROPY_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{20,}(?![A-Za-z0-9+/_=-])")
+# `id = '…'`, `user_id: …`: what follows an id-named key is an identifier (detect-secrets' filter).
+_ID_BEFORE = re.compile(r"(?i)(?<![a-z0-9])(?:[a-z0-9_.-]*[_.-])?ids?['\"\]]?[ \t]*(?::=?|=>?)[ \t]*['\"]?$")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_SEQUENCES = (
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/",
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJKLMNOPQRSTUVWXYZ+/",
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "01234567890123456789",
+    "0123456789ABCDEF0123456789ABCDEF",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ=/",
+)
+_REFERENCE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?")
+_TRAILING_WORD = re.compile(r"\s+[a-z]+$")
 
 
 def shannon_entropy(s: str) -> float:
@@ -172,6 +252,78 @@ def shannon_entropy(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
 
 
+def hex_entropy(s: str) -> float:
+    """Entropy of a hex string; a plain number loses 1.2 / log2(length) bits, as in detect-secrets:
+    digits alone are far more often a count or a date than a key."""
+    h = shannon_entropy(s)
+    if len(s) > 1 and s.isdigit():
+        h -= 1.2 / math.log2(len(s))
+    return h
+
+
+def _sequential(s: str) -> bool:
+    up = s.upper()
+    return any(up in seq for seq in _SEQUENCES)
+
+
+def _id_before(text: str, start: int) -> bool:
+    line_start = text.rfind("\n", 0, start) + 1
+    return bool(_ID_BEFORE.search(text, max(line_start, start - 120), start))
+
+
+def _continued(text: str, line_start: int, line_end: int) -> bool:
+    """Whether the next line is more indented than this one: a continuation of its value."""
+    if line_end >= len(text) - 1:
+        return False
+    nxt = text[line_end + 1 : text.find("\n", line_end + 1) % (len(text) + 1)]
+    if not nxt.strip():
+        return False
+    line = text[line_start:line_end]
+    indent = len(line) - len(line.lstrip(" \t+-"))
+    return len(nxt) - len(nxt.lstrip(" \t")) > indent
+
+
+def _secret_name(name: str) -> bool:
+    """Whether an identifier names a secret: one of ``_KEYWORDS`` as a part of it, and no part that
+    makes it metadata (``password_min_length``, ``token_url``, ``api_key_id``)."""
+    low = name.lower()
+    if not any(c in low for c in _KEYWORD_CUES) or _NOT_SECRET_NAME.search(name):
+        return False
+    # Parts split at `_ - . :` and at camel-case humps, rejoined in runs so that `api_key` and
+    # `ApiKey` both give "apikey" and "api_key".
+    parts = [p.lower() for p in _NAME_PARTS.findall(name)]
+    for i in range(len(parts)):
+        for j in range(i + 1, min(i + 4, len(parts)) + 1):
+            if "".join(parts[i:j]) in _KEYWORD_SET or "_".join(parts[i:j]) in _KEYWORD_SET:
+                return True
+    return False
+
+
+_KEYWORD_SET = frozenset(_KEYWORDS)
+
+
+def _secret_value(value: str, quoted: bool) -> bool:
+    """Whether an assigned value can be a secret: not empty or a placeholder (``None``,
+    ``${TOKEN}``, ``<password>``, ``****``), not a reference (``os.environ["X"]``, ``get_key()``)."""
+    v = value.strip()
+    if len(v) < (4 if quoted else 6) or v.lower() in _PLACEHOLDER_VALUES:
+        return False
+    if v[0] in "$%{<" or v.endswith(("}", ">")) or len(set(v)) <= 2:
+        return False
+    for a, b in ("()", "[]"):
+        if a in v and b in v and v.index(a) < v.index(b):
+            return False
+    if not quoted:
+        if any(c in v for c in "([{"):
+            return False  # os.environ["KEY"], get_key(): the bare value stopped at a quote or a call
+        # A bare word is prose ("Password: required"); a bare secret has a digit, a symbol or mixed case.
+        if v.isalpha() and (v.islower() or v.isupper() or v.istitle()):
+            return False
+        if _REFERENCE.fullmatch(v):
+            return False  # settings.API_KEY, self.token, package.module:function: a reference
+    return True
+
+
 class SecretsOptions(ScannerOptions):
     action: Action = Field("redact", description="What to do with this scanner's findings.")
     entropy: bool = Field(True, description="Also report unknown high-entropy strings.")
@@ -179,59 +331,143 @@ class SecretsOptions(ScannerOptions):
         4.0,
         ge=0,
         le=8,
-        description="Bits per character above which a 20+ character token of letters and digits counts "
-        "as a secret. Random base64 scores about 4.5–5.5, English words and identifiers stay under 3.8, "
-        "hex digests top out at 4.0 (so hashes are not reported).",
+        description="Bits per character above which a free-standing token of 24+ characters that mixes lower "
+        "case, upper case and digits counts as a secret. Random base64 scores about 4.5–5.5, English words "
+        "and identifiers stay under 3.8.",
     )
-    entropy_min_length: int = Field(24, ge=12, description="Shortest token the entropy check looks at.")
+    entropy_min_length: int = Field(
+        24, ge=12, description="Shortest free-standing token the entropy check looks at."
+    )
+    base64_threshold: float = Field(
+        4.5,
+        ge=0,
+        le=8,
+        description="Bits per character above which a quoted string, or the value of a `key: value` / "
+        "`key = value` config line, of base64 characters counts as a secret (detect-secrets' limit).",
+    )
+    hex_threshold: float = Field(
+        3.0,
+        ge=0,
+        le=8,
+        description="The same for hex strings (detect-secrets' limit; a plain number loses 1.2/log2(length) "
+        "bits). Quoted digests and hashes in config lines are reported; hashes in prose are not. Set 4.1 to "
+        "never report hex.",
+    )
 
 
 class SecretsScanner(_Base):
     """Known credential formats by prefix and shape, PEM private keys (whole block, or the header
-    onwards when the block is cut), JWTs, bearer tokens, ``password=…`` style assignments, and
-    other tokens of mixed letters and digits whose entropy exceeds ``entropy_threshold``."""
+    onwards when the block is cut), JWTs, bearer tokens, passwords in URLs, secret-named
+    assignments (``password = …``, ``"api_key": "…"``, ``SUPER_SECRET = '…'``), and strings whose
+    entropy is too high for words (quoted strings and config values at detect-secrets' limits,
+    free-standing mixed-case tokens at ``entropy_threshold``). A known format written with spaces,
+    tabs or line breaks inside (``AKIA IOSF ODNN 7EXA MPLE``) is found in the text's compact
+    reading."""
 
     options: SecretsOptions
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         found: list[Finding] = []
 
         def free(start: int, end: int) -> bool:
             return not any(start < f.end and f.start < end for f in found)
 
+        def add(kind: str, start: int, end: int, score: float = 1.0, detail: str = "") -> None:
+            if end > start and free(start, end):
+                found.append(self._finding(kind, start, end, score, detail, f"<SECRET:{kind}>"))
+
         low = text.lower()
-        for kind, rx, group in _SECRET_PATTERNS:
-            cue = _SECRET_CUES.get(kind, "")
+        for kind, rx, _, cues in _PREFIX_RES:
+            if cues and not any(c in low for c in cues):
+                continue
+            for m in rx.finditer(text):
+                if kind == "aws_access_key" and len(set(m.group(0)[4:])) < 6:
+                    continue  # AKIAXXXXXXXXXXXXXXXX, AKIATESTTESTTESTTEST: a placeholder
+                add(kind, m.start(), m.end())
+        for kind, rx, group, cue in _CONTEXT_PATTERNS:
             if cue and not any(c in low for c in cue.split("|")):
                 continue
             for m in rx.finditer(text):
-                start, end = m.span(group)
-                if end > start and free(start, end):
-                    found.append(self._finding(kind, start, end, replacement=f"<SECRET:{kind}>"))
+                if kind == "basic_auth" and not _secret_value(m.group(1), quoted=True):
+                    continue
+                add(kind, *m.span(group))
+        if any(c in low for c in _KEYWORD_CUES):
+            for m in _ASSIGNMENT.finditer(text):
+                if not _secret_name(m.group("name")):
+                    continue
+                quoted = m.group("q") is not None
+                value = "qvalue" if quoted else "value"
+                if _secret_value(m.group(value), quoted) and not _id_before(text, m.start("name")):
+                    add("password_assignment", *m.span(value))
         if self.options.entropy:
-            for m in _ENTROPY_CANDIDATE.finditer(text):
-                token = m.group(0)
-                if len(token) < self.options.entropy_min_length or not free(m.start(), m.end()):
-                    continue
-                # Identifiers, words and paths lack one of these classes; keys have all three.
-                if not (
-                    re.search(r"[a-z]", token) and re.search(r"[A-Z]", token) and re.search(r"\d", token)
-                ):
-                    continue
-                h = shannon_entropy(token)
-                if h >= self.options.entropy_threshold:
-                    score = min(1.0, 0.5 + (h - self.options.entropy_threshold) / 2)
-                    found.append(
-                        self._finding(
-                            "high_entropy",
-                            m.start(),
-                            m.end(),
-                            score,
-                            detail=f"{h:.2f} bits/char",
-                            replacement="<SECRET:high_entropy>",
-                        )
-                    )
+            self._entropy(text, add)
+        found += self._compact_findings(text, found)
         return self._keep(sorted(found, key=lambda f: f.start))
+
+    def _entropy(self, text: str, add: Any) -> None:
+        opts = self.options
+        for rx in (_QUOTED, _CONFIG_LINE):
+            for m in rx.finditer(text):
+                value = m.group(2) if rx is _QUOTED else m.group(1)
+                start = m.start(2) if rx is _QUOTED else m.start(1)
+                if _sequential(value) or _UUID.search(value) or _id_before(text, start):
+                    continue
+                if rx is _CONFIG_LINE and _continued(text, m.start(), m.end()):
+                    continue  # a multi-line value (INI, YAML): this token is only its first line
+                if set(value) <= _HEX:
+                    h, limit, kind = hex_entropy(value), opts.hex_threshold, "high_entropy_hex"
+                else:
+                    h, limit, kind = shannon_entropy(value), opts.base64_threshold, "high_entropy"
+                if h >= limit:
+                    add(
+                        kind, start, start + len(value), min(1.0, 0.6 + (h - limit) / 4), f"{h:.2f} bits/char"
+                    )
+        for m in _ENTROPY_CANDIDATE.finditer(text):
+            token = m.group(0)
+            if len(token) < opts.entropy_min_length or _id_before(text, m.start()):
+                continue
+            # Identifiers, words and paths lack one of these classes; keys have all three.
+            if not (re.search(r"[a-z]", token) and re.search(r"[A-Z]", token) and re.search(r"\d", token)):
+                continue
+            h = shannon_entropy(token)
+            if h >= opts.entropy_threshold:
+                score = min(1.0, 0.5 + (h - opts.entropy_threshold) / 2)
+                add("high_entropy", m.start(), m.end(), score, f"{h:.2f} bits/char")
+
+    def _compact_findings(self, text: str, found: list[Finding]) -> list[Finding]:
+        """Known formats written with whitespace inside (``sk-proj-Q7wE rT9y …``, a key broken over
+        lines): matched in the text with all whitespace removed, reported on the span they cover.
+        Trailing lowercase words the match swallowed (``… vBn1 and that``) are given back."""
+        compact = "".join(text.split())
+        if len(compact) == len(text):
+            return []
+        low = compact.lower()
+        out: list[Finding] = []
+        offsets: list[int] | None = None
+        for kind, _, rx, cues in _PREFIX_RES:
+            if cues and not any(c in low for c in cues):
+                continue
+            for m in rx.finditer(compact):
+                if offsets is None:
+                    offsets = [i for i, c in enumerate(text) if not c.isspace()]
+                start, end = offsets[m.start()], offsets[m.end() - 1] + 1
+                span = text[start:end]
+                if kind not in _FIXED_LENGTH:
+                    while (w := _TRAILING_WORD.search(span)) is not None:
+                        span = span[: w.start()]
+                    if not rx.fullmatch("".join(span.split())):
+                        continue
+                    end = start + len(span)
+                if not any(c.isspace() for c in span) or any(
+                    start < f.end and f.start < end for f in found + out
+                ):
+                    continue  # found as it is, or overlaps what was
+                if kind == "aws_access_key" and len(set(m.group(0)[4:])) < 6:
+                    continue
+                out.append(
+                    self._finding(kind, start, end, 1.0, "written with whitespace inside", f"<SECRET:{kind}>")
+                )
+        return out
 
 
 # -- banned ------------------------------------------------------------------------------------------
@@ -284,7 +520,7 @@ class BannedScanner(_Base):
             if alternatives:
                 self._rules.append((f"topic:{topic}", re.compile(alternatives, re.IGNORECASE)))
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         out = []
         for label, rx in self._rules:
             for m in rx.finditer(text):
@@ -320,9 +556,10 @@ class TokenLimitScanner(_Base):
 
     stages = ("input",)
     whole_request = True
+    normalizes = False  # a length, not a value
     options: TokenLimitOptions
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         n = estimate_tokens(text)
         if n <= self.options.max_tokens:
             return []
@@ -352,7 +589,7 @@ class CanaryScanner(_Base):
     plants_canary = True
     options: CanaryOptions
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         out = []
         for canary in ctx.canaries:
             start = text.find(canary)
@@ -389,12 +626,13 @@ class SystemLeakScanner(_Base):
     whole_text = True
     options: SystemLeakOptions
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         system = ctx.system_prompt
         if not system:
             return []
         for canary in ctx.canaries:
             system = system.replace(canary, " ")
+        system = normalize.normalized(system).text
         n = self.options.ngram
         sys_words = [w.lower() for w in _WORD_RE.findall(system)]
         if len(sys_words) < max(n, self.options.min_words):
@@ -521,7 +759,7 @@ class ToxicityScanner(_Base):
                 return None
         return self._words.get(_fold(token))
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         out: list[Finding] = []
         for m in _WORDISH.finditer(text):
             meta = self._lookup(m.group(0))
@@ -578,9 +816,10 @@ class JsonSchemaScanner(_Base):
 
     stages = ("output",)
     whole_text = True
+    normalizes = False  # invisible characters make JSON invalid; the check must see them
     options: JsonSchemaOptions
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         import json
 
         import jsonschema
@@ -636,7 +875,7 @@ class RefusalScanner(_Base):
         extra = [_phrase_pattern(p) for p in options.phrases if p.strip()]
         self._rx = re.compile("|".join([*_REFUSALS, *extra]), re.IGNORECASE)
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         limit = self.options.within_chars
         view = text[:limit] if limit else text
         normalized = view.replace("\u2019", "'")
@@ -712,7 +951,7 @@ class UrlsScanner(_Base):
             return "unknown_domain"
         return None
 
-    def scan(self, text: str, ctx: ScanContext) -> list[Finding]:
+    def find(self, text: str, ctx: ScanContext) -> list[Finding]:
         out = []
         for m in _URL_RE.finditer(text):
             url = m.group(0).rstrip(".,;:!?")
@@ -743,7 +982,8 @@ BUILTIN: tuple[tuple[str, type[ScannerOptions], type[_Base], str], ...] = (
         "secrets",
         SecretsOptions,
         SecretsScanner,
-        "API keys, private keys, JWTs, bearer tokens, high-entropy strings.",
+        "API keys by format, private keys, JWTs, passwords in URLs, secret-named assignments, high-entropy "
+        "strings (detect-secrets' rules).",
     ),
     (
         "banned",

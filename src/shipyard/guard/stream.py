@@ -11,9 +11,14 @@ token grows by at most the window. At the end of the stream (a ``finish_reason``
 the upstream closing) the rest is scanned and flushed, and the scanners that need the whole answer
 (``json_schema``, ``system_leak``) run on it.
 
+The window counts visible characters: zero-width and other invisible characters the scanners
+see through (see :mod:`shipyard.guard.normalize`) do not count, so padding a secret with them
+cannot push its head out of the window before its tail arrives.
+
 Limits, by construction: text already sent cannot be recalled, so a ``block`` from a whole-answer
 scanner at the end ends the stream with an error event after the text; and a single token longer
-than four windows (a huge base64 blob) is released in pieces, each still scanned.
+than four windows (a huge base64 blob), or more than 64 windows of raw text held (invisible
+padding), is released in pieces, each still scanned.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shipyard.guard.base import Finding
+from shipyard.guard.normalize import is_invisible
 from shipyard.guard.pipeline import GuardState, non_overlapping, record
 from shipyard.providers.base import StreamChunk
 
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
     from shipyard.tracing.spans import Span, Trace
 
 _MAX_HOLD_WINDOWS = 4  # a single unbroken token is held for at most this many windows
+_MAX_HOLD_RAW = 64  # … and the buffer, invisible characters included, for at most this many
 _PLACEHOLDER_MAX = 32  # longest `<KIND_n>` placeholder a cut must not split
 
 
@@ -67,10 +74,10 @@ class ChoiceGuard:
     def _cut(self, findings: list[Finding]) -> int:
         p = self.pending
         window = self.pipeline.window_chars
-        cut = len(p) - window
+        cut = _visible_cut(p, window)
         if cut <= 0:
             return 0
-        forced = len(p) > window * _MAX_HOLD_WINDOWS
+        forced = len(p) > window * _MAX_HOLD_RAW or _visible_len(p) > window * _MAX_HOLD_WINDOWS
         if not forced and not p[cut - 1].isspace() and not p[cut].isspace():
             # Never split a word: a secret is one word, and so is most PII.
             space = max(p.rfind(" ", 0, cut), p.rfind("\n", 0, cut), p.rfind("\t", 0, cut))
@@ -231,6 +238,26 @@ class StreamGuard:
     def close_span(self, span: Span) -> None:
         findings = [f for g in self.choices.values() for f in g.findings]
         self.pipeline._close_span(span, findings)
+
+
+def _visible_len(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return sum(1 for c in text if c < "\x80" or not is_invisible(c))
+
+
+def _visible_cut(text: str, window: int) -> int:
+    """The index from which ``text`` holds its last ``window`` visible characters (0: fewer)."""
+    if text.isascii():
+        return max(len(text) - window, 0)
+    seen = 0
+    for i in range(len(text) - 1, -1, -1):
+        c = text[i]
+        if c < "\x80" or not is_invisible(c):
+            seen += 1
+            if seen == window:
+                return i
+    return 0
 
 
 def _split_events(data: bytes) -> list[bytes]:
