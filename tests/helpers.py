@@ -74,3 +74,10 @@ def api_as(server: Any, key: NamedKey, **kwargs: Any) -> httpx.Client:
     kwargs.setdefault("timeout", 30)
     headers = {**kwargs.pop("headers", {}), **key.headers}
     return httpx.Client(base_url=server.url + "/api", headers=headers, **kwargs)
+
+
+def csrf_token(page: str) -> str:
+    """The CSRF token a dashboard page carries (a change made with its session cookie needs it)."""
+    marker = 'name="csrf-token" content="'
+    assert marker in page, "not a dashboard page (no csrf-token meta tag)"
+    return page.split(marker, 1)[1].split('"', 1)[0]

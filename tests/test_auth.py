@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from shipyard.store import audit
 from shipyard.store.db import Store
 from tests.conftest import ShipyardServer, make_key
+from tests.helpers import csrf_token
 
 CONFIG = """
 providers: [{name: mock, type: mock, echo: true}]
@@ -284,7 +285,7 @@ def test_audit_log_is_append_only_and_tamper_evident(tmp_path: Path) -> None:
     who = audit.Actor("alice", "admin", "api")
     for i in range(3):
         audit.record(store, who, "route.put", f"route:r{i}", after={"n": i})
-    assert audit.verify(store) == (3, None)
+    assert audit.verify(store).intact and audit.verify(store).entries == 3
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'mallory' WHERE id = 2"))
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.engine.begin() as conn:
@@ -293,17 +294,18 @@ def test_audit_log_is_append_only_and_tamper_evident(tmp_path: Path) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
         conn.execute(sa.text("UPDATE audit_log SET actor = 'mallory' WHERE id = 2"))
-    assert audit.verify(store) == (2, 2)
+    verdict = audit.verify(store)
+    assert (verdict.status, verdict.entries, verdict.broken_at) == ("broken", 2, 2)
     store.close()
 
 
-def test_audit_log_append_only_on_postgres(pg_url: str) -> None:
-    store = Store(pg_url)
+def test_audit_log_append_only_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    store = Store(pg_url, home=tmp_path)
     store.migrate()
     audit.record(store, audit.Actor("bob", None, "cli"), "key.create", "key:k1", after={"role": "client"})
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE audit_log SET actor = 'mallory'"))
-    assert audit.verify(store) == (1, None)
+    assert audit.verify(store).intact and audit.verify(store).entries == 1
     store.close()
 
 
@@ -326,16 +328,21 @@ def test_dashboard_login(server: ShipyardServer) -> None:
         assert browser.get("/audit").status_code == 403  # admin only
         # The session also carries the dashboard's own API calls (feedback from the trace page).
         assert browser.get("/api/prompts").status_code == 200
-        assert browser.post("/logout").status_code == 303
-        browser.cookies.clear()
-        assert browser.get("/").status_code == 303
+        token = csrf_token(browser.get("/").text)
+        assert browser.post("/logout").status_code == 403  # a change by cookie needs its CSRF token
+        assert browser.post("/logout", data={"csrf_token": token}).status_code == 303
+        # Logged out, the same cookie no longer opens anything.
+        assert browser.get("/").status_code == 303 and browser.get("/api/prompts").status_code == 401
 
 
 def test_dashboard_keys_and_audit_pages(server: ShipyardServer) -> None:
     add_prompt_version(server)
     with httpx.Client(base_url=server.url, headers={"accept": "text/html"}, timeout=30) as browser:
         assert browser.post("/login", data={"key": server.admin_key, "next": "/keys"}).status_code == 303
-        made = browser.post("/keys", data={"name": "page-made", "role": "viewer", "routes": ""})
+        token = csrf_token(browser.get("/keys").text)
+        made = browser.post(
+            "/keys", data={"name": "page-made", "role": "viewer", "routes": "", "csrf_token": token}
+        )
         assert made.status_code == 200
         secret = re.search(r"sk-shp-[A-Za-z0-9]{40}", made.text)
         assert secret is not None and "not shown again" in made.text
@@ -343,7 +350,7 @@ def test_dashboard_keys_and_audit_pages(server: ShipyardServer) -> None:
         assert "page-made" in page.text and secret.group(0) not in page.text
         key_id = re.search(r'data-key="(key_[0-9a-f]+)"[^<]*<td><b>page-made', page.text.replace("\n", ""))
         assert key_id is not None
-        assert browser.post(f"/keys/{key_id.group(1)}/revoke").status_code == 303
+        assert browser.post(f"/keys/{key_id.group(1)}/revoke", data={"csrf_token": token}).status_code == 303
         assert (
             httpx.get(
                 server.url + "/api/prompts", headers={"Authorization": f"Bearer {secret.group(0)}"}

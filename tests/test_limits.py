@@ -3,13 +3,12 @@ with both backends, plus the key subject and the two-worker case in-process.
 
 The mock model is priced at $0.05 per 1,000 tokens and answers 8 words (8 tokens), so a request
 with the 5-word prompt below costs (5 + 8) × $0.00005 = $0.00065, and its admission estimate is
-(ceil(26 characters / 4) + 4 for the message + max_tokens 8) × $0.00005 = $0.00095.
+(26 UTF-8 bytes, which no tokenizer exceeds, + 4 for the message + max_tokens 8) × $0.00005 = $0.0019.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from shipyard.config.loader import read_document
@@ -43,7 +43,7 @@ PRICE = 0.05 / 1000  # USD per token, input and output
 PROMPT = "Count the ships in harbour"  # 5 words, 26 characters
 MSG: list[Any] = [{"role": "user", "content": PROMPT}]
 ACTUAL = (5 + 8) * PRICE
-ESTIMATE = (math.ceil(len(PROMPT) / 4) + 4 + 8) * PRICE
+ESTIMATE = (len(PROMPT.encode()) + 4 + 8) * PRICE
 
 
 def config(limits: str, latency_ms: int = 0, route: str = "limited") -> str:
@@ -82,7 +82,7 @@ def check_budget_burst(responses: list[httpx.Response], budget: float, who: str 
     refused = [r for r in responses if r.status_code == 429]
     assert len(ok) + len(refused) == len(responses), {r.status_code for r in responses}
     spent = sum(cost(r.json()) for r in ok)
-    # Ten estimates ($0.00095 each) fit in the budget at once, so at least ten are admitted.
+    # Five estimates ($0.0019 each) fit in the budget at once, so at least five are admitted.
     assert len(ok) >= int(budget / ESTIMATE) and refused
     assert spent <= budget + ACTUAL + 1e-12, (len(ok), spent)
     for r in refused:
@@ -211,12 +211,12 @@ def test_requests_per_minute_answer_429_with_retry_after(shipyard_server: Any) -
 def test_tokens_per_minute_are_estimated_then_corrected(shipyard_server: Any) -> None:
     server = shipyard_server(config("{tokens_per_min: 100}"))
     client = httpx.Client(base_url=server.url, timeout=30)
-    # Each reserves its estimate (7 + 4 + 40 = 51 tokens) but uses 13: without the correction
-    # at settlement the second would already be refused.
+    # Each reserves its estimate (26 + 4 + 20 = 50 tokens) but uses 13: without the correction
+    # at settlement the third would already be refused.
     for _ in range(4):
-        r = client.post("/v1/chat/completions", json={"model": "limited", "messages": MSG, "max_tokens": 40})
+        r = client.post("/v1/chat/completions", json={"model": "limited", "messages": MSG, "max_tokens": 20})
         assert r.status_code == 200, r.text
-    # 4 × 13 tokens used: about 48 left, less than this request's 7 + 4 + 90 = 101 (capped at 100).
+    # 4 × 13 tokens used: about 48 left, less than this request's 26 + 4 + 90 = 120 (capped at 100).
     r = client.post("/v1/chat/completions", json={"model": "limited", "messages": MSG, "max_tokens": 90})
     assert r.status_code == 429
     err = r.json()["error"]
@@ -227,8 +227,8 @@ def test_tokens_per_minute_are_estimated_then_corrected(shipyard_server: Any) ->
 
 
 def test_spend_survives_a_restart_and_streams_are_settled(shipyard_server: Any) -> None:
-    # $0.003 a day: requests are admitted while spent + $0.00095 fits, so four run ($0.0026 spent).
-    cfg = config("{usd_per_day: 0.003}")
+    # $0.004 a day: requests are admitted while spent + $0.0019 fits, so four run ($0.0026 spent).
+    cfg = config("{usd_per_day: 0.004}")
     server = shipyard_server(cfg)
     client = server.openai()
     answered = 0
@@ -243,7 +243,7 @@ def test_spend_survives_a_restart_and_streams_are_settled(shipyard_server: Any) 
                 client.chat.completions.create(model="limited", messages=MSG, max_tokens=8)
             answered += 1
         except openai.RateLimitError as exc:
-            assert "has spent $0.0026 of its $0.003 budget" in exc.message
+            assert "has spent $0.0026 of its $0.004 budget" in exc.message
             assert "resets at" in exc.message
             break
     assert answered == 4
@@ -358,20 +358,50 @@ def test_estimates_take_the_priciest_target_and_the_output_cap() -> None:
     cheap, dear = target(1.0), target(10.0, max_tokens=50)
     body = {"messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 200, "n": 2}
     d = estimate("chat", body, [cheap, dear])
-    # The prompt: 10 tokens of text + 4 for the message; the target's own max_tokens wins over the
-    # client's; two choices.
-    assert d.prompt_tokens == 14
-    assert d.tokens == 14 + 200 * 2
+    # The prompt: 40 bytes of text (at most 40 tokens) + 4 for the message; the target's own
+    # max_tokens wins over the client's; two choices.
+    assert d.prompt_tokens == 44
+    assert d.tokens == 44 + 200 * 2
     assert d.usd == pytest.approx(max(400 * 1.0, 100 * 10.0) / 1e6)
     assert d.prompt_usd == 0.0  # input is free on both
     # No cap anywhere: the default output allowance.
-    assert estimate("chat", {"messages": MSG}, [cheap]).tokens == 7 + 4 + 1024
+    assert estimate("chat", {"messages": MSG}, [cheap]).tokens == 26 + 4 + 1024
     # Embeddings produce no output tokens; an image part counts as a fixed allowance.
-    assert estimate("embeddings", {"input": ["abcd" * 10, "ab"]}, [cheap]).tokens == 11
+    assert estimate("embeddings", {"input": ["abcd" * 10, "ab"]}, [cheap]).tokens == 42
     image = {"type": "image_url", "image_url": {"url": "data:" + "A" * 99}}
     parts = [{"type": "text", "text": "abcd"}, image]
     d = estimate("chat", {"messages": [{"role": "user", "content": parts}], "max_tokens": 1}, [cheap])
-    assert d.tokens == 1 + 1000 + 4 + 1
+    assert d.tokens == 4 + 1000 + 4 + 1
+
+
+def test_estimates_bound_prompts_that_tokenize_badly() -> None:
+    """No tokenizer makes more tokens than UTF-8 bytes: the estimate holds for text of single
+    characters, CJK and emoji (characters/4 undercounted them up to 16 times), and counts what
+    else a model reads: tool schemas, token-id arrays."""
+    from shipyard.config.schema import ModelConfig
+    from shipyard.gateway.runtime import Target
+    from shipyard.providers.mock import MockProvider
+    from shipyard.providers.wordllama import WordLlamaProvider
+
+    model = ModelConfig(name="m", provider="fake")
+    target = Target("m", model, MockProvider("fake"), "fake", {}, 30.0, 0)
+
+    def prompt(content: str, **body: Any) -> int:
+        messages = [{"role": "user", "content": content}]
+        return estimate("chat", {"messages": messages, **body}, [target]).prompt_tokens
+
+    assert prompt("a b c d") == 7 + 4
+    assert prompt("漢字") == 6 + 4 and prompt("🚢" * 10) == 40 + 4
+    assert prompt("\ud800") == 3 + 4  # a lone surrogate (JSON allows it) is measured, not an error
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    assert prompt("hi", tools=tools) == 2 + 4 + len(orjson.dumps(tools))
+    assert estimate("completion", {"prompt": [1, 2, 3], "max_tokens": 1}, [target]).tokens == 3 + 1
+    assert estimate("embeddings", {"input": [[1, 2], [3]]}, [target]).tokens == 3
+    # A provider with its own tokenizer at hand counts exactly instead.
+    words = WordLlamaProvider("w")
+    words._model = None  # not loaded: it falls back to the characters/4 guess, still its own count
+    exact = Target("w", model, words, "w", {}, 30.0, 0)
+    assert estimate("embeddings", {"input": "abcdefgh"}, [exact]).tokens == 2
 
 
 def test_windows_are_utc_days_and_calendar_months() -> None:

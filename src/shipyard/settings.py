@@ -113,6 +113,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=60,
     ),
     Setting(
+        "audit_key",
+        str,
+        None,
+        "Secret that keys the audit log's hash chain and signs its anchors (HMAC-SHA256); keep it off "
+        "the database host. Unset: a random key is created on first use in `<home>/audit.key` (mode "
+        "0600). Servers that share one Postgres store must share the key (set this on each, or copy "
+        "the file), or each reports the others' entries as written with another key.",
+        secret=True,
+    ),
+    Setting(
         "log_level", str, "info", "Log level of the server.", choices=("debug", "info", "warning", "error")
     ),
     Setting(
@@ -121,6 +131,58 @@ SETTINGS: tuple[Setting, ...] = (
         8 * 1024 * 1024,
         "Largest request body the gateway accepts; bigger bodies get HTTP 413.",
         minimum=1024,
+    ),
+    Setting(
+        "api_max_body_bytes",
+        int,
+        16 * 1024 * 1024,
+        "Largest request body the admin API (`/api`) accepts, dataset imports included; bigger "
+        "bodies get HTTP 413 before they are read. Artifact uploads have their own limit, "
+        "`artifact_max_bytes`.",
+        minimum=1024,
+    ),
+    Setting(
+        "artifact_max_bytes",
+        int,
+        1024 * 1024 * 1024,
+        "Largest run artifact `PUT /api/runs/{id}/artifacts/{path}` accepts (streamed to disk, not "
+        "held in memory); bigger uploads get HTTP 413.",
+        minimum=1024,
+    ),
+    Setting(
+        "max_embedding_inputs",
+        int,
+        2048,
+        "Most inputs (texts or token arrays) one `/v1/embeddings` request may carry, like OpenAI's "
+        "limit; more get HTTP 400 asking the client to split the request.",
+        minimum=1,
+    ),
+    Setting(
+        "max_embedding_input_tokens",
+        int,
+        300_000,
+        "Most input tokens one `/v1/embeddings` request may carry over all its inputs; counted with "
+        "the model's own tokenizer where its provider has one (wordllama), otherwise bounded by "
+        "the text's UTF-8 bytes (no tokenizer makes more tokens than bytes). More get HTTP 400.",
+        minimum=1,
+    ),
+    Setting(
+        "prompt_render_timeout",
+        float,
+        0.5,
+        "Seconds one render of a prompt template may take (checked at every loop step, call and "
+        "output); a slower render fails with HTTP 400, and `apply` refuses a template that is too "
+        "slow even with placeholder variables. Keep it short: renders run on the request path.",
+        minimum=0.001,
+    ),
+    Setting(
+        "prompt_render_max_chars",
+        int,
+        4_000_000,
+        "Most characters one render of a prompt template may produce (its output, text captured "
+        "by `{% set %}` blocks and macros on the way); any single value it builds is held to it "
+        "too. A bigger render fails with HTTP 400.",
+        minimum=1000,
     ),
     Setting(
         "capture_messages",
@@ -152,6 +214,16 @@ SETTINGS: tuple[Setting, ...] = (
         0.25,
         "Longest time, in seconds, a trace waits in memory before it is written.",
         minimum=0.01,
+    ),
+    Setting(
+        "trace_durability",
+        str,
+        "batched",
+        "`batched`: traces are written in batches off the request path; a process killed outright "
+        "(kill -9, power loss) loses the last `trace_flush_interval` of them. `acknowledged`: an "
+        "answer is sent (a stream's closing `[DONE]`) only once its trace is committed, so every "
+        "answered request is on record, at the cost of a commit per small group of requests.",
+        choices=("batched", "acknowledged"),
     ),
     Setting(
         "default_timeout",

@@ -48,7 +48,7 @@ def _service(home: str | None, store_url: str | None) -> tuple[RunService, Setti
     with _services_lock:
         service = _services.get(key)
         if service is None:
-            store = Store(settings.store_url)
+            store = Store.for_settings(settings)
             store.migrate()
             service = RunService(store, settings.artifacts_path)
             _services[key] = service

@@ -99,16 +99,33 @@ def list_entries(
 
 @app.command("verify")
 def verify(home: str = HomeOpt, as_json: bool = JsonOpt) -> None:
-    """Recompute the hash chain of the whole log; exit 1 if an entry was changed or removed."""
+    """Recompute the keyed hash chain of the log and compare it with the anchors kept in the home
+    directory: exit 1 if an entry was changed, forged or deleted; exit 2 if this home has no
+    audit key, or another key than the one the log was written with (not evidence of tampering
+    by itself)."""
     store = open_store(settings_only(home))
-    checked, broken = audit.verify(store)
+    verdict = audit.verify(store)
+    code = 0 if verdict.intact else 1 if verdict.status == audit.BROKEN else 2
     if as_json:
-        print_json({"intact": broken is None, "checked": checked, "broken_at": broken})
-        if broken is not None:
-            raise typer.Exit(1)
+        print_json({**verdict.as_dict(), "checked": verdict.entries})
+        if code:
+            raise typer.Exit(code)
         return
-    if broken is None:
-        console.print(f"[green]✓[/green] audit log intact: {checked} entries")
+    anchor = verdict.anchor
+    if verdict.intact:
+        extra = f" ({verdict.legacy} from before the keyed chain)" if verdict.legacy else ""
+        console.print(f"[green]✓[/green] audit log intact: {verdict.entries} entries{extra}")
+        if anchor is not None:
+            console.print(
+                f"  matches the newest anchor ({anchor.entries} entries, {anchor.when()})", highlight=False
+            )
+        if verdict.warning:
+            console.print(f"[yellow]![/yellow] {escape(verdict.warning)}", highlight=False)
         return
-    console.print(f"[red]✗[/red] audit log broken at entry {broken} (checked {checked})")
-    raise typer.Exit(1)
+    if verdict.status == audit.BROKEN:
+        where = f" at entry {verdict.broken_at}" if verdict.broken_at is not None else ""
+        console.print(f"[red]✗[/red] audit log broken{where} (checked {verdict.entries})")
+    else:
+        console.print(f"[yellow]?[/yellow] audit log cannot be verified here (checked {verdict.entries})")
+    console.print(f"  {escape(verdict.problem or '')}", highlight=False)
+    raise typer.Exit(code)

@@ -118,7 +118,7 @@ def open_store(settings: Settings, migrate: bool = True, *, create: bool = False
     """The store the settings name. Only commands that write pass ``create``: they may create a
     missing SQLite store (and say so on stderr); any other command exits with status 2 instead."""
     new = check_store(settings, create=create)
-    store = Store(settings.store_url)
+    store = Store.for_settings(settings)
     if migrate:
         store.migrate()
     announce_new_store(new)

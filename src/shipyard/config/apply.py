@@ -124,7 +124,7 @@ def plan(registry: Registry, doc: Document, environ: Mapping[str, str] | None = 
     """What applying `doc` would change. Raises ConfigError (with lines) when the file is invalid
     on its own or would leave the registry in a state the gateway cannot serve."""
     snapshot = registry.snapshot()
-    validate(doc.raw, doc.source, doc.where, environ, external_from(snapshot))
+    validate(doc.raw, doc.source, doc.where, environ, external_from(snapshot), check_rendering=True)
     items = []
     seen: set[tuple[str, str]] = set()
     for kind in ORDER:

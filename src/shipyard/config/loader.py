@@ -197,7 +197,7 @@ def parse_config(
 ) -> LoadedConfig:
     """Parse and fully check a config; raise ConfigError listing every problem found."""
     doc = read_document(text, source)
-    return validate(doc.raw, source, doc.where, environ)
+    return validate(doc.raw, source, doc.where, environ, check_rendering=True)
 
 
 def validate(
@@ -206,11 +206,16 @@ def validate(
     where: Callable[[Path_], str] | None = None,
     environ: Mapping[str, str] | None = None,
     external: External | None = None,
+    *,
+    check_rendering: bool = False,
 ) -> LoadedConfig:
     """Resolve ``${ENV}`` references in ``raw`` and check everything: schema, provider options,
-    references between providers, models, routes and prompts, prompt templates."""
+    references between providers, models, routes and prompts, prompt templates.
+    ``check_rendering``: also render each prompt with placeholder variables and refuse templates
+    that go over the render limits even so (for files being applied; a registry that is already
+    stored is served as it is, and bounded at render time)."""
     from shipyard.plugins import provider_types
-    from shipyard.registry.prompts import check_templates
+    from shipyard.registry.prompts import check_render_limits, check_templates
 
     env = os.environ if environ is None else environ
     where = where or (lambda path: source)
@@ -278,7 +283,11 @@ def validate(
                 f"defined at prompts[{seen[pr.name]}]"
             )
         seen[pr.name] = i
-        for problem in check_templates([m.model_dump() for m in pr.messages]):
+        messages = [m.model_dump() for m in pr.messages]
+        found = check_templates(messages)
+        if check_rendering and not found:
+            found = check_render_limits(messages)
+        for problem in found:
             index = int(problem.split("]", 1)[0].split("[", 1)[1])
             problems.append(f"{where(('prompts', i, 'messages', index, 'content'))}: prompts[{i}].{problem}")
         known_aliases, newest = prompts.get(pr.name, (set(), 0))

@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from shipyard.errors import InvalidRequest
 from shipyard.monitoring.config import MonitoringConfig
 
+# The one rule for names: providers, models, routes, prompts, target labels, scanners, datasets,
+# experiments, eval suites. Names travel in HTTP headers (`x-shipyard-route`, `x-shipyard-target`),
+# URLs, metric labels and log lines, so no spaces and no control characters: a CR/LF in a target
+# label once made every answer of its route an empty reply (a header injection).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
+_NAME = re.compile(NAME_PATTERN[1:-1])
+_PUNCTUATION = "._-:/@"  # what the pattern allows besides letters and digits
+
+
+def name_rule(reserved: str = "") -> str:
+    """The rule in words (without the ``reserved`` characters)."""
+    marks = [f"`{c}`" for c in _PUNCTUATION if c not in reserved]
+    return (
+        f"1 to 128 letters, digits, {', '.join(marks[:-1])} or {marks[-1]}, starting with a letter or "
+        "digit (no spaces or control characters)"
+    )
+
+
+def name_problem(value: Any, what: str = "name", reserved: str = "") -> str | None:
+    """Why ``value`` is not a valid name (None when it is). ``reserved``: characters of the rule
+    that this kind of name may not use (a dataset's `@` starts a version, as in `name@v2`)."""
+    if not isinstance(value, str):
+        return f"{what} must be a string; got {type(value).__name__}"
+    if _NAME.fullmatch(value) and not any(c in value for c in reserved):
+        return None
+    # repr() shows a CR, LF or tab as an escape instead of breaking the message's line.
+    shown = repr(value[:60] + ("…" if len(value) > 60 else ""))
+    return f"{what} {shown} is not valid: use {name_rule(reserved)}"
+
+
+def check_name(value: Any, what: str = "name", *, param: str = "name", reserved: str = "") -> str:
+    """``value`` when it is a valid name, else InvalidRequest (HTTP 400) naming the rule."""
+    problem = name_problem(value, what, reserved)
+    if problem is not None:
+        raise InvalidRequest(problem, param=param)
+    return str(value)
+
+
+def _valid_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_name", problem)
+    return value
+
+
+# A name field of the schema: the rule above, with the error message that states it.
+Name = Annotated[str, AfterValidator(_valid_name), Field(json_schema_extra={"pattern": NAME_PATTERN})]
 
 
 class Strict(BaseModel):
@@ -20,7 +69,7 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., pattern=NAME_PATTERN, description="How models refer to this provider.")
+    name: Name = Field(..., description="How models refer to this provider.")
     type: str = Field(..., description="Provider type: local, openai, mock, wordllama, or a plugin's.")
 
     @property
@@ -39,7 +88,7 @@ class Pricing(Strict):
 
 
 class ModelConfig(Strict):
-    name: str = Field(..., pattern=NAME_PATTERN, description="Name targets use to refer to this model.")
+    name: Name = Field(..., description="Name targets use to refer to this model.")
     provider: str = Field(..., description="Name of a provider in `providers:`.")
     model: str | None = Field(None, description="Model name the provider knows; defaults to `name`.")
     kind: Literal["chat", "embedding"] = "chat"
@@ -53,7 +102,10 @@ class ModelConfig(Strict):
 
 class TargetConfig(Strict):
     model: str = Field(..., description="Name of a model in `models:`.")
-    name: str | None = Field(None, description="Label in traces and splits; defaults to the model name.")
+    name: Name | None = Field(
+        None,
+        description="Label in traces, splits and the `x-shipyard-target` header; defaults to the model name.",
+    )
     weight: float = Field(1.0, ge=0, description="Share of traffic relative to the route's other targets.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Request params this target sets (they override the client's)."
@@ -79,9 +131,7 @@ class ScannerSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(..., description="Scanner type: pii, secrets, injection, canary… or a plugin's.")
-    name: str | None = Field(
-        None, pattern=NAME_PATTERN, description="Label in findings and metrics; defaults to the type."
-    )
+    name: Name | None = Field(None, description="Label in findings and metrics; defaults to the type.")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -127,7 +177,7 @@ class LimitsConfig(Strict):
 
 
 class RouteConfig(Strict):
-    name: str = Field(..., pattern=NAME_PATTERN, description="What clients send as `model`.")
+    name: Name = Field(..., description="What clients send as `model`.")
     description: str = ""
     targets: list[TargetConfig] = Field(..., min_length=1)
     fallbacks: list[TargetConfig] = Field(
@@ -167,7 +217,7 @@ class PromptMessage(Strict):
 
 
 class PromptConfig(Strict):
-    name: str = Field(..., pattern=NAME_PATTERN, description="How routes refer to it: `name@alias`.")
+    name: Name = Field(..., description="How routes refer to it: `name@alias`.")
     description: str = ""
     messages: list[PromptMessage] = Field(..., min_length=1)
     params: dict[str, Any] = Field(

@@ -165,7 +165,7 @@ def request_body(case: Case, target: EvalTarget) -> dict[str, Any]:
 class EvalRunner:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or Store(settings.store_url)
+        self.store = store or Store.for_settings(settings)
         self.store.migrate()
         self.registry = Registry(self.store)
         self.runs = RunService(self.store, settings.artifacts_path)

@@ -72,6 +72,7 @@ def create_app(platform: Platform, background_start: bool = False) -> FastPath:
     gw = platform.gateway
     auth = platform.auth
     limit = platform.settings.max_body_bytes
+    max_inputs = platform.settings.max_embedding_inputs
 
     def _caller(request: Request, model: Any, kind: str) -> Principal | None:
         """Who may call route ``model``: a key with a role that calls the gateway and a scope that
@@ -118,7 +119,7 @@ def create_app(platform: Platform, background_start: bool = False) -> FastPath:
     async def embeddings(request: Request) -> Response:
         body = validation.parse_json(await _read_body(request, limit))
         principal = _caller(request, body.get("model") if isinstance(body, dict) else None, "embedding")
-        validation.validate_embeddings(body)
+        validation.validate_embeddings(body, max_inputs)
         answer = await gw.complete("embeddings", body, request.headers, principal=principal)
         return Response(answer.body, media_type=JSON, headers=_trace_headers(answer.trace))
 

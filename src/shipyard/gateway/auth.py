@@ -13,21 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
+import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import Unauthorized
-from shipyard.store import keys
+from shipyard.store import audit, keys, sessions
 from shipyard.store.audit import Actor
 from shipyard.store.db import Store
 from shipyard.store.keys import KeyRecord
+
+log = logging.getLogger("shipyard.auth")
 
 ROLES = ("admin", "developer", "viewer", "client")
 # What each role may do, as a level: reading the admin API and the dashboard needs `viewer`,
 # changing things needs `developer`, keys, budgets and the audit log need `admin`.
 LEVEL = {"client": 0, "viewer": 1, "developer": 2, "admin": 3}
+# Refused requests of one key written to the audit log per minute (and server process).
+REFUSALS_PER_MINUTE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,11 @@ class AuthService:
         self._revision = -1.0
         self._used: dict[str, float] = {}
         self._last_touch = time.monotonic()
+        self._ended: set[str] = set()  # digests of session cookies ended by logging out
+        self._ended_revision = -1.0
+        # key id -> (start of its minute, refusals audited in it, refusals not audited since)
+        self._refusals: dict[str, tuple[float, int, int]] = {}
+        self._refusals_lock = threading.Lock()
 
     # -- bootstrap --------------------------------------------------------------------------------
     def bootstrap(self, admin_key: str | None) -> str | None:
@@ -114,6 +130,9 @@ class AuthService:
         if revision != self._revision:
             self._revision = revision
             self.invalidate()
+        ended = sessions.revision(self.store)
+        if ended != self._ended_revision:
+            self._ended_revision, self._ended = sessions.ended(self.store)
         if self._used and time.monotonic() - self._last_touch > 5:
             used, self._used = self._used, {}
             self._last_touch = time.monotonic()
@@ -170,29 +189,33 @@ class AuthService:
         return None
 
     # -- dashboard sessions ---------------------------------------------------------------------------
-    # A session cookie is `key_id.expiry.mac`, the MAC keyed with the key's stored hash: no server
-    # secret to manage across workers, and revoking the key ends its sessions.
+    # A session cookie is `key_id.expiry.nonce.mac`, the MAC keyed with the key's stored hash: no
+    # server secret to manage across workers, and revoking the key ends its sessions. The nonce
+    # makes each login its own session, so logging out ends that one and no other.
     def session_cookie(self, secret: str) -> tuple[str, Principal]:
         principal = self.principal(secret)
         expiry = int(time.time() + self.session_ttl)
-        payload = f"{principal.key_id}.{expiry}"
+        payload = f"{principal.key_id}.{expiry}.{secrets.token_hex(8)}"
         mac = hmac.new(keys.key_hash(secret).encode(), payload.encode(), hashlib.sha256).hexdigest()
         return f"{payload}.{mac}", principal
 
     def from_session(self, cookie: str) -> Principal:
         parts = cookie.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        # ASCII digits only, and few: "²".isdigit() is true and int() of 5,000 digits raises.
+        if len(parts) != 4 or not re.fullmatch(r"[0-9]{1,12}", parts[1]):
             raise Unauthorized("the dashboard session is not valid; log in again at /login")
-        key_id, expiry, mac = parts
+        key_id, expiry, nonce, mac = parts
         if int(expiry) < time.time():
             raise Unauthorized("the dashboard session has expired; log in again at /login")
+        if self._ended and sessions.digest(cookie) in self._ended:
+            raise Unauthorized("this dashboard session was ended by logging out; log in again at /login")
         digest = self._digests.get(key_id)
         if digest is None:
             digest = keys.digest_of(self.store, key_id)
             if digest is not None:
                 self._digests[key_id] = digest
         expected = (
-            hmac.new(digest.encode(), f"{key_id}.{expiry}".encode(), hashlib.sha256).hexdigest()
+            hmac.new(digest.encode(), f"{key_id}.{expiry}.{nonce}".encode(), hashlib.sha256).hexdigest()
             if digest
             else ""
         )
@@ -203,6 +226,50 @@ class AuthService:
             raise Unauthorized("the key of this dashboard session was revoked or has expired; log in again")
         self._used[record.id] = time.time()
         return principal
+
+    def end_session(self, cookie: str) -> None:
+        """Log out: the cookie stops working here at once and on other workers within a second."""
+        try:
+            principal = self.from_session(cookie)
+        except Unauthorized:
+            return  # not a live session: nothing to end
+        expiry = float(cookie.split(".")[1])
+        self._ended.add(sessions.end(self.store, cookie, principal.key_id, expiry))
+
+    # -- refusals ---------------------------------------------------------------------------------------
+    def refused(self, principal: Principal, client: str | None, method: str, path: str, needed: str) -> bool:
+        """Blocking. Audit a request that an authenticated key was refused for its role
+        (`request.denied`), reads included. At most `REFUSALS_PER_MINUTE` entries per key and
+        minute in this process, so that a loop cannot flood the log: the refusals beyond are
+        counted, and the count goes into the key's next entry. True when an entry was written."""
+        now = time.monotonic()
+        with self._refusals_lock:
+            start, written, dropped = self._refusals.get(principal.key_id, (now, 0, 0))
+            if now - start >= 60:
+                start, written = now, 0
+            if written >= REFUSALS_PER_MINUTE:
+                self._refusals[principal.key_id] = (start, written, dropped + 1)
+                return False
+            self._refusals[principal.key_id] = (start, written + 1, 0)
+        detail = f"role `{principal.role}` may not do this; it needs `{needed}` or above"
+        if dropped:
+            detail += (
+                f" ({dropped} more refusals of this key before this one were not recorded one by one: "
+                f"at most {REFUSALS_PER_MINUTE} a minute are)"
+            )
+        try:
+            audit.record(
+                self.store,
+                actor_of(principal, client),
+                "request.denied",
+                f"{method} {path}",
+                outcome="denied",
+                detail=detail,
+            )
+        except Exception:  # the refusal stands (403) even when it cannot be recorded
+            log.exception("could not audit a refused request of key %s", principal.key_id)
+            return False
+        return True
 
 
 def _principal(record: KeyRecord) -> Principal:
@@ -233,3 +300,123 @@ def actor_of(principal: Principal | None, client: str | None = None) -> Actor:
     if principal is None:
         return Actor("anonymous", None, source)
     return Actor(principal.actor, principal.role, source)
+
+
+# -- cross-site request forgery ------------------------------------------------------------------------
+# The session cookie is SameSite=Strict, which stops other *sites*, but not another page on the same
+# site (another port on 127.0.0.1, a sibling subdomain): a browser sends the cookie with its
+# requests. So every state-changing request authenticated by the cookie must (1) come from this
+# very origin, by `Sec-Fetch-Site` or `Origin`, and (2) carry a token derived from the session
+# (hidden form field, or the `X-CSRF-Token` header that the dashboard's scripts send), which a page
+# elsewhere cannot read. Requests with an `Authorization` header are not cookie-authenticated and
+# not affected.
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def csrf_token(session: str) -> str:
+    """The token that goes with a session cookie (the cookie is HttpOnly, so pages elsewhere can
+    neither read it nor compute this)."""
+    return hmac.new(session.encode(), b"shipyard-csrf", hashlib.sha256).hexdigest()[:40]
+
+
+def session_of(headers: Mapping[str, str]) -> str | None:
+    return _cookie(headers.get("cookie"), SESSION_COOKIE)
+
+
+class CsrfGuard:
+    """ASGI middleware for the dashboard and its API (see above). Form posts are read (at most
+    ``max_form`` bytes) to find the token and then replayed to the app unchanged."""
+
+    def __init__(self, app: Any, max_form: int = 64 * 1024) -> None:
+        self.app = app
+        self.max_form = max_form
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        problem = _cross_origin(scope, headers)
+        session = session_of(headers)
+        if problem is None and session and not headers.get("authorization"):
+            token = headers.get(CSRF_HEADER)
+            if token is None and headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
+                body, receive = await _buffer(receive, self.max_form)
+                token = None if body is None else _form_field(body, CSRF_FIELD)
+            if token is None or not hmac.compare_digest(token, csrf_token(session)):
+                problem = (
+                    "this change was sent with the dashboard's session but without its CSRF token; "
+                    "reload the page and try again (scripts send the `X-CSRF-Token` header, or use an "
+                    "API key in `Authorization`)"
+                )
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps(
+            {"error": {"message": problem, "type": "permission_error", "param": None, "code": "csrf"}}
+        )
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 403, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _cross_origin(scope: Any, headers: Mapping[str, str]) -> str | None:
+    """Why a state-changing request is not from this origin, or None. Browsers send
+    `Sec-Fetch-Site` (and `Origin` on every non-GET); other clients send neither and pass."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"changes are only accepted from this dashboard's own pages (Sec-Fetch-Site: {site})"
+    origin = headers.get("origin")
+    if origin is not None and origin != "null":
+        # Host and port, not the scheme: behind a TLS-terminating proxy the page is https and this
+        # server sees http. A page elsewhere cannot set X-Forwarded-Host (a custom header needs a
+        # CORS preflight, which this server never grants).
+        netloc = origin.split("://", 1)[-1].rstrip("/").lower()
+        hosts = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").lower()}
+        if netloc not in hosts:
+            return f"changes are only accepted from this dashboard's own pages (Origin: {origin[:100]})"
+    elif origin == "null":
+        return "changes are not accepted from an opaque origin (Origin: null)"
+    return None
+
+
+async def _buffer(receive: Any, limit: int) -> tuple[bytes | None, Any]:
+    """Read the request body and a receive() that replays it; None when it exceeds ``limit`` (a
+    dashboard form is a few hundred bytes)."""
+    parts: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= limit:
+            parts.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(parts)
+    sent = False
+    if size > limit:
+        return None, receive
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def _form_field(body: bytes, name: str) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get(name)
+    return values[0] if values else None

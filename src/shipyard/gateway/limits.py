@@ -31,9 +31,11 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import ConfigError, RateLimited, ShipyardError
@@ -100,41 +102,113 @@ class Demand:
     prompt_usd: float  # the prompt alone: charged when a client abandons a request mid-call
 
 
-def _chars(value: Any) -> tuple[int, int]:
-    """(characters of text, media parts) in a message content, part list or tool call."""
+# A prompt's token count is bounded by its UTF-8 size: a byte-level BPE token (GPT, Llama 3,
+# Qwen…) covers at least one byte, and so does a SentencePiece token with byte fallback; so a
+# budget holds even for text that tokenizes badly (single characters between spaces, CJK, emoji),
+# which the old characters/4 guess undercounted up to 12 times. For English it is about 4 times
+# the real count, which only makes admission cautious: settlement charges what the provider
+# reports. A provider whose own tokenizer is at hand (`exact_token_count`) is asked instead, for
+# prompts up to this size (tokenizing more would hold up the event loop).
+EXACT_COUNT_MAX_BYTES = 64 * 1024
+# Request fields a model also reads as prompt tokens (tool schemas, structured-output schemas).
+_SCHEMA_KEYS = ("tools", "functions", "response_format")
+
+
+@dataclass(slots=True)
+class PromptSize:
+    """What a request sends a model, measured once: text (UTF-8 bytes, and the texts themselves
+    for providers that count tokens exactly), token ids, media parts, chat messages."""
+
+    text_bytes: int = 0
+    token_ids: int = 0
+    media: int = 0
+    messages: int = 0
+    texts: list[str] = field(default_factory=list)
+
+    def add_text(self, text: str) -> None:
+        self.text_bytes += _utf8_len(text)
+        self.texts.append(text)
+
+    def bound(self) -> int:
+        """Tokens no tokenizer exceeds for this prompt (media parts at a fixed allowance)."""
+        return (
+            self.text_bytes
+            + self.token_ids
+            + self.media * MEDIA_PART_TOKENS
+            + self.messages * MESSAGE_OVERHEAD
+        )
+
+    def tokens_for(self, target: Target) -> int:
+        """The prompt's tokens on ``target``: its provider's own count where it has a cheap
+        tokenizer, else the UTF-8 bound."""
+        provider = target.provider
+        if (
+            self.texts
+            and self.text_bytes <= EXACT_COUNT_MAX_BYTES
+            and getattr(provider, "exact_token_count", False)
+        ):
+            text = sum(provider.count_tokens(t, target.provider_model) for t in self.texts)
+            return text + self.token_ids + self.media * MEDIA_PART_TOKENS + self.messages * MESSAGE_OVERHEAD
+        return self.bound()
+
+
+def _utf8_len(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    # surrogatepass: JSON may carry a lone surrogate (`\ud800`), which strict UTF-8 refuses.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _measure(value: Any, size: PromptSize) -> None:
+    """Add a message content, part list or tool call to ``size``."""
     if isinstance(value, str):
-        return len(value), 0
-    if isinstance(value, list):
-        chars = media = 0
+        size.add_text(value)
+    elif isinstance(value, list):
         for v in value:
-            c, m = _chars(v)
-            chars, media = chars + c, media + m
-        return chars, media
-    if isinstance(value, dict):
+            _measure(v, size)
+    elif isinstance(value, dict):
         if value.get("type") in _MEDIA:
-            return 0, 1
-        chars = media = 0
+            size.media += 1
+            return
         for k in _TEXT_KEYS:
             if k in value:
-                c, m = _chars(value[k])
-                chars, media = chars + c, media + m
-        return chars, media
-    if isinstance(value, int | float):
-        return len(str(value)), 0
-    return 0, 0
+                _measure(value[k], size)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        size.add_text(str(value))
 
 
-def _prompt_tokens(op: str, body: Mapping[str, Any]) -> int:
+def _measure_inputs(value: Any, size: PromptSize) -> None:
+    """A completion `prompt` or an embeddings `input`: a text, texts, or token-id arrays."""
+    if isinstance(value, str):
+        size.add_text(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size.token_ids += 1
+    elif isinstance(value, list):
+        for v in value:
+            _measure_inputs(v, size)
+
+
+def measure_prompt(op: str, body: Mapping[str, Any]) -> PromptSize:
+    """How big the prompt of this ``op`` request (chat, completion, embeddings) is."""
+    size = PromptSize()
     if op == "chat":
         messages = body.get("messages")
-        chars, media = _chars(messages)
-        count = len(messages) if isinstance(messages, list) else 0
+        _measure(messages, size)
+        size.messages = len(messages) if isinstance(messages, list) else 0
         variables = body.get("variables")
         if isinstance(variables, dict):
-            chars += sum(_chars(v)[0] for v in variables.values())
-        return math.ceil(chars / 4) + media * MEDIA_PART_TOKENS + count * MESSAGE_OVERHEAD
-    chars, media = _chars(body.get("prompt" if op == "completion" else "input"))
-    return math.ceil(chars / 4) + media * MEDIA_PART_TOKENS
+            for v in variables.values():
+                _measure(v, size)
+    else:
+        _measure_inputs(body.get("prompt" if op == "completion" else "input"), size)
+    if op != "embeddings":
+        for k in _SCHEMA_KEYS:
+            if body.get(k) is not None:
+                try:
+                    size.add_text(orjson.dumps(body[k]).decode())
+                except TypeError:
+                    continue
+    return size
 
 
 def _max_output(body: Mapping[str, Any], target: Target) -> int:
@@ -152,23 +226,28 @@ def _max_output(body: Mapping[str, Any], target: Target) -> int:
 
 
 def estimate(op: str, body: Mapping[str, Any], plan: Sequence[Target]) -> Demand:
-    """The most this request may use on any target of ``plan`` (characters/4 for the prompt, plus
-    the template of prompt routes; the output cap, times ``n`` choices)."""
-    base = _prompt_tokens(op, body)
+    """The most this request may use on any target of ``plan``: the prompt's tokens (see
+    :class:`PromptSize`; on prompt routes plus the template's text), plus the output cap times
+    ``n`` choices."""
+    size = measure_prompt(op, body)
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-    tokens, usd, prompt_usd = float(base), 0.0, 0.0
-    prompt_tokens = base
+    tokens = prompt_tokens = 0
+    usd = prompt_usd = 0.0
     for t in plan:
-        p = base
+        p = size.tokens_for(t)
         if op == "chat" and t.prompt is not None:
-            p += _chars(t.prompt.messages)[0] // 4 + len(t.prompt.messages) * MESSAGE_OVERHEAD
+            template = PromptSize(messages=len(t.prompt.messages))
+            _measure(t.prompt.messages, template)
+            p += template.bound()
         out = 0 if op == "embeddings" else _max_output(body, t) * choices
         tokens = max(tokens, p + out)
         usd = max(usd, t.pricing.cost(p, out))
         prompt_usd = max(prompt_usd, t.pricing.cost(p, 0))
         prompt_tokens = max(prompt_tokens, p)
-    return Demand(int(tokens), usd, prompt_tokens, prompt_usd)
+    if not plan:
+        tokens = prompt_tokens = size.bound()
+    return Demand(tokens, usd, prompt_tokens, prompt_usd)
 
 
 # -- windows ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 from shipyard import __version__
-from shipyard.gateway.validation import ROLES
+from shipyard.gateway.validation import MAX_EMBEDDING_DIMENSIONS, ROLES
 
 _REF = "#/components/schemas/"
 
@@ -207,7 +207,7 @@ def _schemas() -> dict[str, Any]:
                 ]
             },
             "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-            "dimensions": {"type": "integer", "minimum": 1},
+            "dimensions": {"type": "integer", "minimum": 1, "maximum": MAX_EMBEDDING_DIMENSIONS},
             "user": {"type": "string"},
         },
         "additionalProperties": True,

@@ -20,6 +20,7 @@ from shipyard.gateway.service import Gateway
 from shipyard.monitoring.config import MonitoringConfig, load_monitoring
 from shipyard.monitoring.metrics import Metrics
 from shipyard.monitoring.service import MonitoringService
+from shipyard.registry.prompts import RenderLimits, set_render_limits
 from shipyard.registry.versions import Registry
 from shipyard.settings import Settings
 from shipyard.store.db import Store
@@ -68,7 +69,9 @@ class Platform:
         ``bootstrap_keys``: the server (`shipyard up`) makes sure an admin key exists (the first
         one is created here and printed by the caller); in-process users (chat, red-team) do not,
         so that a key nobody saw is never the store's first."""
-        store = Store(settings.store_url)
+        # Before the config is applied: `apply` renders new templates to check them.
+        set_render_limits(RenderLimits(settings.prompt_render_timeout, settings.prompt_render_max_chars))
+        store = Store.for_settings(settings)
         store.migrate()
         registry = Registry(store)
         applied = None
@@ -86,7 +89,9 @@ class Platform:
             flush_interval=settings.trace_flush_interval,
         )
         gateway = Gateway(runtime, writer, settings.default_timeout)
+        gateway.durable = settings.trace_durability == "acknowledged"
         gateway.limiter = build_limiter(settings, store)
+        gateway.max_embedding_tokens = settings.max_embedding_input_tokens
         platform = cls(settings, store, registry, writer, gateway, document, applied)
         platform.auth = AuthService(store, settings.session_ttl)
         if bootstrap_keys:

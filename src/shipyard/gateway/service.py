@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -20,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shipyard.errors import InvalidRequest, ProviderError, ProviderTimeout, ShipyardError
-from shipyard.gateway.limits import Limiter, Ticket, estimate, subjects_for
+from shipyard.gateway.limits import Limiter, Ticket, estimate, measure_prompt, subjects_for
 from shipyard.gateway.runtime import Route, Runtime, Target
-from shipyard.providers.base import Call, Completion, Embeddings, StreamChunk, Usage
+from shipyard.providers.base import SSE_DONE, Call, Completion, Embeddings, StreamChunk, Usage
 from shipyard.redact import scrub
+from shipyard.settings import BY_NAME
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
 from shipyard.tracing.writer import TraceWriter
@@ -60,6 +62,10 @@ class Gateway:
         self.observers: list[Callable[[Trace], None]] = []
         # Rate limits and budgets; None (in-process gateways of eval runs) serves without them.
         self.limiter: Limiter | None = None
+        # `trace_durability: acknowledged`: an answer is sent only once its trace is committed.
+        self.durable = False
+        # Most input tokens one embeddings request may carry (setting `max_embedding_input_tokens`).
+        self.max_embedding_tokens: int = BY_NAME["max_embedding_input_tokens"].default
 
     def _enter(self, runtime: Runtime) -> None:
         self.in_flight += 1
@@ -155,7 +161,10 @@ class Gateway:
             merged = dict(body)
         merged.pop("variables", None)  # Shipyard's own field: never sent upstream
         merged["model"] = target.provider_model
-        return Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
+        call = Call(body=merged, model=target.provider_model, timeout=target.timeout, user=key)
+        if op == "embeddings":
+            call.max_input_tokens = self.max_embedding_tokens
+        return call
 
     def _attempt_span(self, trace: Trace, root: Span, op: str, target: Target, n: int, call: Call) -> Span:
         # A request that fails on every attempt is charged to the last target it tried (metrics and
@@ -204,7 +213,9 @@ class Gateway:
 
     def _finish(
         self, trace: Trace, root: Span, error: BaseException | None = None, status: int = 200
-    ) -> None:
+    ) -> concurrent.futures.Future[bool] | None:
+        """Close the trace and hand it to the writer; in durable mode, a successful answer's
+        trace comes back as a future the caller awaits (``_committed``) before answering."""
         trace.end = time.time()
         if error is not None:
             # Already counted through its trace; the app counts only errors that have none. The
@@ -225,7 +236,20 @@ class Gateway:
             except Exception:
                 log.exception("trace observer %r failed", observe)
         if self.writer is not None:
+            if self.durable and error is None:
+                return self.writer.submit_acknowledged(trace)
             self.writer.submit(trace)
+        return None
+
+    async def _committed(self, future: concurrent.futures.Future[bool] | None, trace: Trace) -> None:
+        if future is None:
+            return
+        try:
+            stored = await asyncio.wait_for(asyncio.wrap_future(future), 30.0)
+        except TimeoutError:
+            stored = False
+        if not stored:
+            log.error("trace %s could not be stored before its answer was sent", trace.trace_id)
 
     def _plan(self, root: Span, route: Route, key: str | None) -> list[Target]:
         """The targets to try, in order. The routing decision takes microseconds, so it is recorded
@@ -270,6 +294,25 @@ class Gateway:
         except Exception:
             log.exception("settling usage for trace %s failed", trace.trace_id)
 
+    def _check_embedding_size(self, body: dict[str, Any], plan: list[Target]) -> None:
+        """Refuse an embeddings request with more input tokens than `max_embedding_input_tokens`.
+        Text within the cap as UTF-8 bytes is within it as tokens. Above that, a provider with its
+        own tokenizer enforces the cap as it tokenizes (``Call.max_input_tokens``); others are held
+        to the bytes, since nothing smaller is certain."""
+        cap = self.max_embedding_tokens
+        size = measure_prompt("embeddings", body)
+        if size.bound() <= cap:
+            return
+        for target in plan:
+            if not getattr(target.provider, "exact_token_count", False):
+                raise InvalidRequest(
+                    f"`input` is {size.bound():,} bytes of text and token ids, which may be as many tokens "
+                    f"(model `{target.label}` has no tokenizer here to count them exactly); one embeddings "
+                    f"request may carry at most {cap:,} tokens (setting `max_embedding_input_tokens`): "
+                    "split it into several requests",
+                    param="input",
+                )
+
     async def _backoff(self, route: Route, retry: int, exc: ProviderError) -> None:
         delay = route.retry_backoff * (2**retry) * (0.5 + random.random())
         if exc.retry_after is not None:
@@ -302,6 +345,8 @@ class Gateway:
             if guard is not None and op != "embeddings":
                 body, state = guard.check_input(op, body, trace, root)
             plan = self._plan(root, route, key)
+            if op == "embeddings":
+                self._check_embedding_size(body, plan)
             if self._limited(route, principal):
                 ticket = await self._admit(op, route, body, plan, principal)
             result = await self._try_targets(op, route, plan, body, key, trace, root, state)
@@ -321,11 +366,15 @@ class Gateway:
         trace.ttft_ms = trace.latency_ms
         if isinstance(result, Embeddings):
             trace.output = None
-            payload = _embedding_bytes(result, body.get("encoding_format"))
+            try:
+                payload = await _embedding_payload(result, body.get("encoding_format"))
+            except asyncio.CancelledError:
+                self._finish(trace, root, ClientGone("client disconnected"), 499)
+                raise
         else:
             trace.output = result.text
             payload = result.to_bytes()
-        self._finish(trace, root)
+        await self._committed(self._finish(trace, root), trace)
         return Answer(payload, trace)
 
     async def _try_targets(
@@ -520,6 +569,8 @@ class Gateway:
         error: BaseException | None = None
         status = 200
         chunk = first
+        held = b""  # durable mode: the closing `[DONE]`, sent once the trace is committed
+        committed: concurrent.futures.Future[bool] | None = None
         try:
             while True:
                 if chunk.text:
@@ -528,10 +579,13 @@ class Gateway:
                     usage = chunk.usage
                 if chunk.finish_reason:
                     finish = chunk.finish_reason
-                if chunk.data:
+                data = chunk.data
+                if self.durable and data.endswith(SSE_DONE):
+                    data, held = data[: -len(SSE_DONE)], SSE_DONE
+                if data:
                     if trace.ttft_ms is None and (chunk.text or chunk.finish_reason):
                         trace.ttft_ms = (time.time() - trace.start) * 1000
-                    yield chunk.data
+                    yield data
                 try:
                     async with _deadline(target):
                         chunk = await anext(it)
@@ -569,7 +623,10 @@ class Gateway:
             if error is not None:
                 span.status = "error"
                 span.attributes[sc.ERROR_TYPE] = _error_type(error)
-            self._finish(trace, root, error, status)
+            committed = self._finish(trace, root, error, status)
+        if held:
+            await self._committed(committed, trace)
+            yield held
 
 
 class _Primed:
@@ -634,6 +691,13 @@ def _input_text(value: Any) -> str:
             return messages_text(value)
         return "\n".join(str(v) for v in value)
     return ""
+
+
+async def _embedding_payload(result: Embeddings, encoding_format: Any) -> bytes:
+    if result.raw is None and len(result.vectors) > 64:
+        # Thousands of vectors take tens of milliseconds to serialise: not on the event loop.
+        return await asyncio.to_thread(_embedding_bytes, result, encoding_format)
+    return _embedding_bytes(result, encoding_format)
 
 
 def _embedding_bytes(result: Embeddings, encoding_format: Any) -> bytes:

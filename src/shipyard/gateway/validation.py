@@ -150,7 +150,14 @@ def validate_completion(body: dict[str, Any]) -> str:
     return model
 
 
-def validate_embeddings(body: dict[str, Any]) -> str:
+# Largest `dimensions` a request may ask for: above every embedding model's width (OpenAI's
+# largest is 3,072); a provider refuses sizes its model does not have.
+MAX_EMBEDDING_DIMENSIONS = 16384
+
+
+def validate_embeddings(body: dict[str, Any], max_inputs: int = 2048) -> str:
+    """Check an embeddings request; ``max_inputs`` is the setting `max_embedding_inputs` (checked
+    before anything walks the inputs, so a million of them cost nothing)."""
     model = body.get("model")
     if model is None:
         raise InvalidRequest(
@@ -167,6 +174,13 @@ def validate_embeddings(body: dict[str, Any]) -> str:
     elif isinstance(inp, list):
         if not inp:
             raise InvalidRequest("`input` must contain at least one item", param="input")
+        # A flat array of integers is one input (its token ids); otherwise each item is one.
+        if len(inp) > max_inputs and not all(type(i) is int for i in inp):
+            raise InvalidRequest(
+                f"`input` has {len(inp):,} items; one request may embed at most {max_inputs:,} "
+                "(setting `max_embedding_inputs`): split them into several requests",
+                param="input",
+            )
         for i, item in enumerate(inp):
             if isinstance(item, bool) or not isinstance(item, str | int | list):
                 raise _bad(f"input[{i}]", "a string (or token array)", item)
@@ -176,5 +190,14 @@ def validate_embeddings(body: dict[str, Any]) -> str:
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest(
             f"`encoding_format` must be `float` or `base64`; got {_short(fmt)}", param="encoding_format"
+        )
+    dims = body.get("dimensions")
+    if dims is not None and (
+        isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_EMBEDDING_DIMENSIONS
+    ):
+        raise InvalidRequest(
+            f"`dimensions` must be an integer from 1 to {MAX_EMBEDDING_DIMENSIONS:,} (the size of each "
+            f"embedding; leave it out for the model's own); got {_short(dims)}",
+            param="dimensions",
         )
     return model

@@ -50,6 +50,10 @@ class Call:
     timeout: float
     user: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # Embeddings: the most input tokens the call may carry (setting `max_embedding_input_tokens`).
+    # The gateway holds other providers to it by the text's size; a provider that counts tokens
+    # itself (`exact_token_count`) enforces it while it tokenizes.
+    max_input_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -194,6 +198,9 @@ class BaseProvider:
     # ProviderTimeout); the gateway then skips its own timer, which costs a scheduled callback
     # per request and per streamed chunk.
     enforces_timeout: ClassVar[bool] = False
+    # True when ``count_tokens`` is the model's own tokenizer and cheap: rate limits and budgets
+    # then count prompts with it instead of the UTF-8 bound (see gateway/limits.py).
+    exact_token_count: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

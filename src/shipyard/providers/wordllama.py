@@ -99,6 +99,7 @@ def load_model() -> Any:
 
 class WordLlamaProvider(BaseProvider):
     kind = "wordllama"
+    exact_token_count = True  # its tokenizer is loaded in this process and fast
 
     def __init__(self, name: str, options: WordLlamaOptions | None = None) -> None:
         super().__init__(name)
@@ -165,34 +166,46 @@ class WordLlamaProvider(BaseProvider):
             raise ProviderUnavailable(f"provider `{self.name}`: WordLlama is not loaded")
         texts = self._texts(call.body)
         dim = self._dim(call.body)
-        # Off the event loop: a few thousand texts take tens of milliseconds.
-        vectors, tokens = await asyncio.to_thread(self._embed, model, texts, dim)
-        return Embeddings(vectors=vectors, usage=Usage(input_tokens=tokens), model=call.model)
-
-    def _embed(self, model: Any, texts: list[str], dim: int) -> tuple[list[list[float]], int]:
-        table: np.ndarray = model.embedding
-        last_row = table.shape[0] - 1
         vectors: list[list[float]] = [[] for _ in texts]
         total = 0
         # Texts of similar length share a batch, since the tokenizer pads a batch to its longest.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         size = self.options.batch_size
+        # Off the event loop, one batch at a time: between batches the loop serves other requests
+        # (and a cancelled request stops), and no step holds more than a batch's arrays.
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            encodings = model.tokenizer.encode_batch([texts[i] for i in batch], add_special_tokens=False)
-            for i, enc in zip(batch, encodings, strict=True):
-                ids = np.asarray(enc.ids, dtype=np.int64)[np.asarray(enc.attention_mask, dtype=bool)]
-                np.clip(ids, 0, last_row, out=ids)
-                total += len(ids)
-                # WordLlama's embedding is the mean of token rows; after normalising, the sum is the same.
-                acc = np.zeros(dim, dtype=np.float32)
-                for at in range(0, len(ids), _ROWS_PER_STEP):
-                    acc += table[ids[at : at + _ROWS_PER_STEP], :dim].sum(axis=0)
-                norm = float(np.linalg.norm(acc))
-                if norm > 0:
-                    acc /= norm
-                vectors[i] = acc.tolist()
-        return vectors, total
+            done, tokens = await asyncio.to_thread(self._embed_batch, model, [texts[i] for i in batch], dim)
+            for i, vector in zip(batch, done, strict=True):
+                vectors[i] = vector
+            total += tokens
+            if call.max_input_tokens is not None and total > call.max_input_tokens:
+                raise InvalidRequest(
+                    f"`input` has more than {call.max_input_tokens:,} tokens for model `{call.model}`, the "
+                    "most one embeddings request may carry (setting `max_embedding_input_tokens`): split "
+                    "it into several requests",
+                    param="input",
+                )
+        return Embeddings(vectors=vectors, usage=Usage(input_tokens=total), model=call.model)
+
+    def _embed_batch(self, model: Any, texts: list[str], dim: int) -> tuple[list[list[float]], int]:
+        table: np.ndarray = model.embedding
+        last_row = table.shape[0] - 1
+        out: np.ndarray = np.zeros((len(texts), dim), dtype=np.float32)
+        total = 0
+        encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
+        for row, enc in enumerate(encodings):
+            ids = np.asarray(enc.ids, dtype=np.int64)[np.asarray(enc.attention_mask, dtype=bool)]
+            np.clip(ids, 0, last_row, out=ids)
+            total += len(ids)
+            # WordLlama's embedding is the mean of token rows; after normalising, the sum is the same.
+            acc = out[row]
+            for at in range(0, len(ids), _ROWS_PER_STEP):
+                acc += table[ids[at : at + _ROWS_PER_STEP], :dim].sum(axis=0)
+            norm = float(np.linalg.norm(acc))
+            if norm > 0:
+                acc /= norm
+        return out.tolist(), total
 
 
 @hookimpl

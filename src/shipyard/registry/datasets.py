@@ -30,6 +30,7 @@ import orjson
 import sqlalchemy as sa
 import yaml
 
+from shipyard.config import schema
 from shipyard.errors import Conflict, InvalidRequest, NotFound, StoreError
 from shipyard.guard import pii
 from shipyard.store import datasets as q
@@ -63,7 +64,6 @@ __all__ = [
     "validate_examples",
 ]
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EXAMPLE_KEYS = ("input", "expected", "metadata", "tags")
 FORMATS = ("jsonl", "csv", "yaml")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".yaml": "yaml", ".yml": "yaml"}
@@ -157,13 +157,9 @@ def _version_info(dataset: str, row: dict[str, Any], prefix: str = "") -> Versio
 
 # -- names and references ---------------------------------------------------------------------------
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidRequest(
-            f"dataset name `{name}` is not valid: use 1–128 letters, digits, `.`, `_` or `-`, starting "
-            "with a letter or digit (`@` is reserved for versions, as in `name@v2`)",
-            param="name",
-        )
-    return name
+    """The one name rule (config/schema.py); a dataset name also keeps `@` for versions, as in
+    `name@v2`, and `/` out of the URL paths that name it."""
+    return schema.check_name(name, "dataset name", reserved="@/")
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

@@ -20,6 +20,7 @@ import orjson
 import sqlalchemy as sa
 import yaml
 
+from shipyard.config.schema import check_name
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.store import audit
 from shipyard.store.audit import Actor
@@ -339,6 +340,7 @@ class Registry:
     ) -> Change:
         """Record `spec` as the current version of `name` (content-addressed)."""
         kind = check_kind(kind)
+        check_name(name, f"{kind} name")
         who = _actor(actor)
         actor = who.name
         if conn is None:

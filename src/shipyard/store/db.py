@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from shipyard.errors import StoreError
+
+if TYPE_CHECKING:
+    from shipyard.settings import Settings
+
+# Key of `Connection.info` where `Store.write` keeps what to run once its transaction committed.
+_AFTER_COMMIT = "shipyard_after_commit"
 
 
 def _json_loads(value: Any) -> Any:
@@ -31,8 +37,13 @@ def _json_dumps(obj: Any) -> str:
 class Store:
     """Owns the engine. Query functions live in one module per domain (``store/traces.py``, …)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, home: Path | None = None, audit_key: str | None = None) -> None:
+        """``home`` and ``audit_key``: where the audit log's key and anchor file live and the key
+        itself (`store/audit_seal.py`); `for_settings` passes them. Without a home, a SQLite
+        file's directory is used, else the home that the environment names."""
         self.url = url
+        self.home = home
+        self.audit_key = audit_key
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
         if self.is_sqlite:
@@ -51,22 +62,43 @@ class Store:
             sa.event.listen(self.engine, "begin", _sqlite_begin)
         self._migrated = threading.Event()
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Store:
+        """The store the settings name, with the home and audit key its audit log needs."""
+        return cls(settings.store_url, home=settings.home_path, audit_key=settings.audit_key)
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A transaction for read-then-write work (registry, datasets, runs).
+        """A transaction for read-then-write work (registry, datasets, runs). Functions given to
+        `after_commit` run once it has committed (not at all if it rolls back).
 
         On SQLite it starts with BEGIN IMMEDIATE, taking the write lock up front: a deferred
         transaction that read first would fail at its first write whenever another writer (the
         trace writer commits several times a second) committed in between, instead of waiting.
         """
-        if self.is_sqlite:
-            with self.engine.connect() as conn:
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            # `info` belongs to the pooled DBAPI connection: always emptied before it goes back.
+            hooks: dict[str, Callable[[], None]] = {}
+            conn.info[_AFTER_COMMIT] = hooks
+            try:
                 with conn.begin():
                     yield conn
-        else:
-            with self.engine.begin() as conn:
-                yield conn
+            finally:
+                conn.info.pop(_AFTER_COMMIT, None)
+        for hook in hooks.values():
+            hook()
+
+    @staticmethod
+    def after_commit(conn: sa.Connection, name: str, hook: Callable[[], None]) -> bool:
+        """Run ``hook`` once the `write` transaction ``conn`` belongs to has committed (once per
+        ``name``, however often it is asked); False when ``conn`` is not one: nothing will run."""
+        hooks = conn.info.get(_AFTER_COMMIT)
+        if hooks is None:
+            return False
+        hooks.setdefault(name, hook)
+        return True
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""

@@ -65,6 +65,13 @@ def _text(value: Any, field: str, limit: int, *, required: bool = False) -> str 
         return None
     if len(text) > limit:
         raise InvalidRequest(f"`{field}` is {len(text)} characters; at most {limit} fit", param=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"`{field}` holds a lone surrogate (like \\ud800), which is not text; send valid UTF-8",
+            param=field,
+        ) from None
     return text
 
 

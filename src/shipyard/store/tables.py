@@ -362,6 +362,14 @@ audit_log = sa.Table(
     sa.Column("after", JSONType),
     sa.Column("detail", sa.Text),
     sa.Column("source", sa.String(64), doc="api (with the client address) or cli"),
+    sa.Column(
+        "hash_key_id",
+        sa.String(16),
+        doc="id of the audit key whose HMAC is `hash`; null: written before migration 0007 (plain SHA-256)",
+    ),
+    # HMAC-SHA256 over every other column and the previous entry's hash (store/audit_seal.py).
+    # A column added later must be nullable without a default: null columns are left out of the
+    # hashed serialization, so entries written before it keep their hash.
     sa.Column("hash", sa.String(64), nullable=False),
 )
 sa.Index("ix_audit_log_at", audit_log.c.at)
@@ -379,3 +387,15 @@ usage_counters = sa.Table(
     sa.Column("tokens", sa.Integer, nullable=False),
     sa.Column("requests", sa.Integer, nullable=False),
 )
+
+# Dashboard sessions ended by logging out, until they would have expired anyway: sessions are
+# signed cookies (no session table), so this is the list of cookies that no longer count.
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True, doc="SHA-256 of the session cookie"),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+)
+sa.Index("ix_ended_sessions_ended", ended_sessions.c.ended_at)

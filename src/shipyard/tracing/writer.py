@@ -1,9 +1,16 @@
 """The batch writer: traces leave the request path through a bounded in-memory queue and are
 written by one background thread, many per transaction. ``close()`` drains the queue, so a clean
-shutdown loses nothing; a full queue drops new traces (counted) rather than slowing requests."""
+shutdown loses nothing; a full queue drops new traces (counted) rather than slowing requests.
+
+A process killed outright (``kill -9``, a power cut) loses what was queued: at most about
+``flush_interval`` of traffic. ``submit_acknowledged`` is for servers that must not lose the record
+of an answer they gave (setting ``trace_durability: acknowledged``): the caller waits for the
+commit, and the writer then commits what it has at once instead of collecting a batch (group
+commit), trading throughput for durability."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -66,6 +73,19 @@ class TraceWriter:
         self.submitted += 1
         return True
 
+    def submit_acknowledged(self, trace: Trace) -> concurrent.futures.Future[bool]:
+        """Hand over a trace and get a future that is done once it is committed (True) or could
+        not be (False: the queue was full, or the store failed after retries)."""
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        try:
+            self._q.put_nowait((trace, done))
+        except queue.Full:
+            self.dropped += 1
+            done.set_result(False)
+            return done
+        self.submitted += 1
+        return done
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written. Returns False on timeout."""
         deadline = time.monotonic() + timeout
@@ -85,6 +105,8 @@ class TraceWriter:
     def _run(self) -> None:
         # Collect for up to `flush_interval` (or until `batch_size`) before writing: one transaction
         # per batch keeps the store's cost per trace low and the writer off the GIL most of the time.
+        # A trace whose caller waits for its commit ends the collecting: what is queued is written
+        # right away.
         stop = False
         while not stop:
             try:
@@ -93,24 +115,24 @@ class TraceWriter:
                 continue
             n_items = 1
             batch: list[Trace] = []
+            waiters: list[concurrent.futures.Future[bool]] = []
+
             if first is _STOP:
                 stop = True
             else:
-                batch.append(first)
+                self._take(first, batch, waiters)
             deadline = time.monotonic() + self.flush_interval
             while not stop and len(batch) < self.batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+                remaining = 0.0 if waiters else deadline - time.monotonic()
                 try:
-                    item = self._q.get(timeout=remaining)
+                    item = self._q.get(timeout=remaining) if remaining > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 n_items += 1
                 if item is _STOP:
                     stop = True
                 else:
-                    batch.append(item)
+                    self._take(item, batch, waiters)
             if stop:
                 # Drain whatever is left: a clean shutdown loses nothing.
                 while True:
@@ -120,15 +142,26 @@ class TraceWriter:
                         break
                     n_items += 1
                     if item is not _STOP:
-                        batch.append(item)
+                        self._take(item, batch, waiters)
+            ok = True
             try:
                 for i in range(0, len(batch), self.batch_size):
-                    self._write(batch[i : i + self.batch_size])
+                    ok = self._write(batch[i : i + self.batch_size]) and ok
             finally:
+                for waiter in waiters:
+                    waiter.set_result(ok)
                 for _ in range(n_items):
                     self._q.task_done()
 
-    def _write(self, batch: list[Trace]) -> None:
+    @staticmethod
+    def _take(item: Any, batch: list[Trace], waiters: list[concurrent.futures.Future[bool]]) -> None:
+        if isinstance(item, tuple):
+            batch.append(item[0])
+            waiters.append(item[1])
+        else:
+            batch.append(item)
+
+    def _write(self, batch: list[Trace]) -> bool:
         delay = 0.05
         for attempt in range(6):
             try:
@@ -139,13 +172,14 @@ class TraceWriter:
                         hook(batch)
                     except Exception:
                         log.exception("trace writer hook %r failed", hook)
-                return
+                return True
             except Exception as exc:  # the store may be locked or briefly unreachable
                 if attempt == 5:
                     self.failed_batches += 1
                     self.dropped += len(batch)
                     log.error("could not write %d trace(s) after retries: %s", len(batch), exc)
-                    return
+                    return False
                 log.warning("trace write failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay *= 2
+        return False

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import orjson
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,6 +24,8 @@ from starlette.routing import BaseRoute, Mount, Route, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shipyard.errors import ShipyardError
+from shipyard.gateway.auth import CsrfGuard
+from shipyard.gateway.http_headers import PAGE_HEADERS, DefaultHeaders
 
 log = logging.getLogger("shipyard.web")
 
@@ -172,8 +175,18 @@ class RequireLogin:
         response = self._refuse(request)
         if response is None:
             await self.app(scope, receive, send)
-        else:
-            await response(scope, receive, send)
+            return
+        refused = scope.get("state", {}).get("refused_for")
+        if refused is not None:  # an authenticated key without the role: audited, as in /api
+            await run_in_threadpool(
+                self.platform.auth.refused,
+                refused[0],
+                request.client.host if request.client else None,
+                request.method,
+                request.url.path,
+                refused[1],
+            )
+        await response(scope, receive, send)
 
     def _refuse(self, request: Request) -> Response | None:
         from starlette.responses import RedirectResponse
@@ -199,6 +212,7 @@ class RequireLogin:
         request.scope.setdefault("state", {})["principal"] = principal
         if principal.at_least(needed):
             return None
+        request.scope["state"]["refused_for"] = (principal, needed)
         message = (
             f"key `{principal.name}` has role `{principal.role}`; this page needs `{needed}` or above"
             if principal.role != "client"
@@ -249,7 +263,12 @@ def create_web(platform: Any) -> Starlette:
             ShipyardError: _on_shipyard_error,
             HTTPException: _on_http_error,
         },
-        middleware=[Middleware(_Unexpected), Middleware(RequireLogin, platform=platform)],
+        middleware=[
+            Middleware(DefaultHeaders, headers=PAGE_HEADERS),
+            Middleware(_Unexpected),
+            Middleware(CsrfGuard),
+            Middleware(RequireLogin, platform=platform),
+        ],
     )
     app.state.platform = platform
     return app

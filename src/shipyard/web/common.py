@@ -28,6 +28,8 @@ from starlette.responses import HTMLResponse
 from shipyard import __version__
 from shipyard.durations import is_duration, parse_duration
 from shipyard.errors import InvalidRequest
+from shipyard.gateway.auth import csrf_token, session_of
+from shipyard.gateway.http_headers import PAGE_CSP, PAGE_HEADERS
 from shipyard.store.db import Store
 
 HERE = Path(__file__).resolve().parent
@@ -49,16 +51,9 @@ NAV: tuple[tuple[str, str], ...] = (
     ("Audit", "/audit"),
 )
 
-# Pages embed their data and load scripts only from this server; Plotly injects <style> elements.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-    "connect-src 'self'; font-src 'self' data:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-)
-SECURITY_HEADERS = {
-    "content-security-policy": CSP,
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-}
+# One policy for every page (see gateway/http_headers.py): scripts only from this server.
+CSP = PAGE_CSP
+SECURITY_HEADERS = PAGE_HEADERS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -269,6 +264,7 @@ def render(
         "params": dict(request.query_params),
         "now": time.time(),
         "me": getattr(request.state, "principal", None),
+        "csrf_token": csrf_token(session) if (session := session_of(request.headers)) else "",
         **(context or {}),
     }
     html = environment().get_template(template).render(ctx)

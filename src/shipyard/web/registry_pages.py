@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shipyard.errors import InvalidRequest, NotFound
+from shipyard.gateway.http_headers import REPORT_HEADERS
 from shipyard.registry import datasets as ds
 from shipyard.registry.prompts import Prompt, variables_of
 from shipyard.registry.runs import STATUSES, RunService
@@ -47,10 +48,6 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", r
 _ENV_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 _TEMPLATE_TAG = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.S)
 # Served inside a sandboxed iframe: the eval report is self-contained (inline styles and SVG only).
-REPORT_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
-    "base-uri 'none'; form-action 'none'"
-)
 REPORTS = {"report.html": "text/html; charset=utf-8", "compare.html": "text/html; charset=utf-8"}
 
 
@@ -998,13 +995,7 @@ async def eval_report(request: Request) -> Response:
     if name not in REPORTS:
         raise NotFound(f"no report `{name}`; one of {', '.join(REPORTS)}", param="report")
     body = await blocking(svc.read_artifact, request.path_params["run_id"], name)
-    headers = {
-        "content-security-policy": REPORT_CSP,
-        "x-content-type-options": "nosniff",
-        "referrer-policy": "same-origin",
-        "cache-control": "no-cache",
-    }
-    return Response(body, media_type=REPORTS[name], headers=headers)
+    return Response(body, media_type=REPORTS[name], headers={**REPORT_HEADERS, "cache-control": "no-cache"})
 
 
 routes = [

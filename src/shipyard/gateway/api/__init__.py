@@ -14,7 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+from shipyard.gateway.api.body_limit import BodyLimit
 from shipyard.gateway.api.deps import authorize
+from shipyard.gateway.auth import CsrfGuard
+from shipyard.gateway.http_headers import API_HEADERS, DefaultHeaders
 
 
 def _error(
@@ -49,12 +52,30 @@ def create_api(platform: Any) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     api.state.platform = platform
+    # Innermost of the middlewares, so that its 413 gets the same headers as every answer.
+    settings = platform.settings
+    api.add_middleware(
+        BodyLimit, limit=settings.api_max_body_bytes, artifact_limit=settings.artifact_max_bytes
+    )
+    # No /api response is a page: sandboxed and nosniff unless a route says otherwise.
+    api.add_middleware(CsrfGuard)  # the dashboard's scripts call /api with its session cookie
+    api.add_middleware(DefaultHeaders, headers=API_HEADERS)
 
     @api.exception_handler(ShipyardError)
     async def on_shipyard_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ShipyardError)
         # str() carries a ConfigError's list of problems
         return _error(exc.status, str(exc), exc.type, exc.param, exc.code)
+
+    @api.exception_handler(UnicodeEncodeError)
+    async def on_unencodable(request: Request, exc: Exception) -> Response:
+        # JSON may carry a lone surrogate (`\ud800`), which no store can hold as text.
+        return _error(
+            400,
+            "the request holds a lone surrogate (like \\ud800), which is not text; send valid UTF-8",
+            "invalid_request_error",
+            None,
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: Exception) -> Response:

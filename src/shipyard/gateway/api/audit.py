@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shipyard.durations import is_duration, parse_duration
 from shipyard.errors import InvalidRequest
@@ -78,7 +78,33 @@ def list_audit(
     return {"data": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
 
 
-@router.get("/verify", summary="Recompute the hash chain: is the log intact?")
+class AuditAnchor(BaseModel):
+    at: float
+    when: str
+    entries: int
+    last_id: int
+    last_hash: str
+
+
+class AuditVerdict(BaseModel):
+    entries: int
+    intact: bool
+    status: str = Field(description="intact, broken, key_missing or key_wrong")
+    first_broken_id: int | None = Field(description="the first entry found changed, missing or uncheckable")
+    problem: str | None = Field(description="what is wrong, and for a key problem what to do")
+    legacy_entries: int = Field(description="entries from before the keyed chain (plain SHA-256)")
+    anchors: int = Field(description="anchors in this server's home the table was compared with")
+    anchor: AuditAnchor | None = Field(description="the newest of them")
+    warning: str | None = None
+
+
+@router.get(
+    "/verify",
+    response_model=AuditVerdict,
+    summary="Recompute the keyed hash chain and compare it with the anchors: is the log intact?",
+)
 def verify_audit(store: Store = Depends(deps.store)) -> dict[str, Any]:
-    checked, broken = audit.verify(store)
-    return {"entries": checked, "intact": broken is None, "first_broken_id": broken}
+    verdict = audit.verify(store).as_dict()
+    verdict["first_broken_id"] = verdict.pop("broken_at")
+    verdict.pop("key")  # where the key file is: not for API clients
+    return verdict

@@ -9,7 +9,6 @@ from fastapi import Request
 from shipyard.errors import Forbidden, Unauthorized
 from shipyard.gateway.auth import Principal, actor_of, role_for_api
 from shipyard.settings import Settings
-from shipyard.store import audit as audit_log
 from shipyard.store.audit import Actor
 from shipyard.store.db import Store
 
@@ -32,7 +31,8 @@ def _client(request: Request) -> str | None:
 
 def authorize(request: Request) -> Principal:
     """Every `/api` endpoint depends on this: a valid key (or dashboard session) whose role allows
-    the method and path. A refused change is written to the audit log."""
+    the method and path. A refused request, read or change, is written to the audit log (at most
+    `auth.REFUSALS_PER_MINUTE` a minute per key)."""
     auth = platform(request).auth
     principal = auth.from_headers(request.headers)
     if principal is None:
@@ -43,15 +43,7 @@ def authorize(request: Request) -> Principal:
     path = request.url.path.removeprefix(request.scope.get("root_path", ""))
     needed = role_for_api(request.method, path)
     if not principal.at_least(needed):
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            audit_log.record(
-                platform(request).store,
-                actor_of(principal, _client(request)),
-                "request.denied",
-                f"{request.method} {request.url.path}",
-                outcome="denied",
-                detail=f"role `{principal.role}` may not do this; it needs `{needed}` or above",
-            )
+        auth.refused(principal, _client(request), request.method, request.url.path, needed)
         raise Forbidden(
             f"key `{principal.name}` has role `{principal.role}`; {request.method} {request.url.path} "
             f"needs role `{needed}` or above"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.gateway.api import deps
+from shipyard.gateway.http_headers import REPORT_HEADERS
 from shipyard.settings import Settings
 from shipyard.store.audit import Actor
 from shipyard.store.db import Store
@@ -168,7 +169,10 @@ def get_report(run_id: str, report: str, runner: Any = Depends(_runner)) -> Resp
     if report not in REPORTS:
         raise NotFound(f"no report `{report}`; one of {', '.join(REPORTS)}", param="report")
     rid = runner.runs.resolve_id(run_id)
-    return Response(runner.runs.read_artifact(rid, report), media_type=REPORTS[report])
+    # A report is a run artifact, which a developer key can overwrite: no script, in a sandbox.
+    return Response(
+        runner.runs.read_artifact(rid, report), media_type=REPORTS[report], headers=REPORT_HEADERS
+    )
 
 
 @router.post("/promote", summary="Move a prompt alias only if the candidate passes the suite")

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from shipyard.errors import InvalidRequest
 from shipyard.gateway.api import deps
+from shipyard.gateway.http_headers import download_headers, served_type
 from shipyard.registry.runs import Comparison, RunDetail, RunService, artifact_relpath
 from shipyard.store.runs import ArtifactRow, LinkRow, RunRow
 
@@ -299,5 +300,8 @@ async def upload_artifact(
 )
 def download_artifact(run_id: str, path: str, svc: RunService = Depends(service)) -> FileResponse:
     file, art = svc.artifact_file(run_id, path)
-    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    return FileResponse(file, media_type=media_type, headers={"x-shipyard-sha256": art["sha256"]})
+    # A user's file is always a download, never a page on the dashboard's origin (it could be
+    # HTML or SVG with a script, uploaded by a developer for an admin to open).
+    media_type = served_type(mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+    headers = {**download_headers(file.name), "x-shipyard-sha256": art["sha256"]}
+    return FileResponse(file, media_type=media_type, headers=headers)

@@ -58,9 +58,10 @@
     var body = { trace_id: traceId, score: chosen, name: "user" };
     var comment = form.querySelector("textarea[name=comment]").value.trim();
     if (comment) body.comment = comment;
+    var csrf = document.querySelector('meta[name="csrf-token"]');
     fetch("/api/feedback", {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", "x-csrf-token": csrf ? csrf.content : "" },
       body: JSON.stringify(body),
     })
       .then(function (r) {
