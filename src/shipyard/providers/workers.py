@@ -286,10 +286,6 @@ class ProcessChannel(Channel):
         # The worker must find this very package (an editable install, a source checkout in tests).
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-        # llama.cpp's OpenMP threads otherwise spin at every barrier: when anything else wants the
-        # cores (another worker, a test suite, a busy host), a 5-token answer took 2-3 s instead of
-        # 0.4 s. Passive waiting keeps it near the quiet-machine time. A user's own setting wins.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shipyard.providers.model_worker"],
             stdin=subprocess.PIPE,
