@@ -16,9 +16,7 @@ import argparse
 import json
 import math
 import os
-import re
 import secrets
-import socket
 import statistics
 import string
 import subprocess
@@ -34,6 +32,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import free_port, write_section
 from generate_traces import ROUTES, file_bytes, generate, generation_file, sqlite_files, store_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +41,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 BUDGET_MS = 500.0
 SIZE_LIMIT = 2e9
-BEGIN, END = "<!-- dashboard-1m:begin -->", "<!-- dashboard-1m:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -461,16 +453,6 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}{END}\n"
-    text = DOC.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -534,7 +516,7 @@ def main() -> None:
     print()
     print(section)
     if args.write_docs:
-        write_doc(section)
+        write_section("dashboard-1m", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

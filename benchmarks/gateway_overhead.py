@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import string
 import subprocess
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from benchdoc import free_port, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -51,12 +52,6 @@ AUTH = {"Authorization": f"Bearer {BENCH_KEY}"}
 CPUS = os.cpu_count() or 1
 PROXY_CPU = "0"
 LOAD_CPU = ",".join(str(c) for c in range(1, CPUS)) if CPUS > 1 else "0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pinned(cmd: list[str], cpus: str) -> list[str]:
@@ -444,23 +439,6 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    begin, end = "<!-- gateway-overhead:begin -->", "<!-- gateway-overhead:end -->"
-    block = f"{begin}\n{section}{end}\n"
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nEvery number here comes from a script in "
-        "`benchmarks/` that anyone can rerun; each compares Shipyard with the alternative a user would pick, "
-        "in one run on one machine.\n\n"
-    )
-    if begin in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -478,7 +456,7 @@ def main() -> None:
     section = render(results)
     print(section)
     if not args.quick:
-        write_doc(section)
+        write_section("gateway-overhead", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

