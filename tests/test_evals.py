@@ -327,7 +327,11 @@ def test_ten_thousand_cases_flat_memory_and_resume(home: Path, tmp_path: Path) -
     assert result["summary"]["targets"]["support"]["cases"] == 10_000
     assert big <= 2 * small, f"peak RSS {big} KiB for 10,000 cases vs {small} KiB for 1,000"
 
-    # Interrupt a fresh run (no cache, so every case calls the target) and resume it.
+    # Interrupt a fresh run (no cache, so every case calls the target) and resume it. Only its own
+    # results count: an earlier run's file (already 10,000 lines) would trigger the interrupt before
+    # the new process had even started Python, and a signal that arrives before exec is lost.
+    work = home / "evals"
+    earlier = set(work.glob("*/results.jsonl")) if work.exists() else set()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -346,10 +350,9 @@ def test_ten_thousand_cases_flat_memory_and_resume(home: Path, tmp_path: Path) -
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    work = home / "evals"
     deadline = time.monotonic() + 120
     while True:
-        partial = list(work.glob("*/results.jsonl")) if work.exists() else []
+        partial = [p for p in work.glob("*/results.jsonl") if p not in earlier] if work.exists() else []
         if partial and sum(1 for _ in partial[0].open()) > 2_000:
             break
         assert time.monotonic() < deadline and proc.poll() is None, (

