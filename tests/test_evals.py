@@ -349,6 +349,9 @@ def test_ten_thousand_cases_flat_memory_and_resume(home: Path, tmp_path: Path) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        # Ctrl-C as a terminal sends it: a test run started in the background (a shell's `&`)
+        # ignores SIGINT, and an ignored signal stays ignored across exec.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while True:
