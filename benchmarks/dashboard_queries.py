@@ -127,7 +127,7 @@ def store_measurements(url: str, info: dict[str, Any], repeat: int) -> list[dict
     cases: list[tuple[str, str, Callable[[], Any]]] = []
     try:
         from shipyard.web import data
-        from shipyard.web.common import TimeWindow
+        from shipyard.times import TimeWindow
     except ImportError:
         data = None  # a build without the dashboard: the store queries alone
     if data is not None:
@@ -135,7 +135,7 @@ def store_measurements(url: str, info: dict[str, Any], repeat: int) -> list[dict
             window = TimeWindow.parse(key, now=until)
             cases.append(
                 (
-                    f"web.data.overview, range={key}",
+                    f"store.traffic.overview, range={key}",
                     "what `/` and `/api/overview` compute",
                     partial(data.overview, store, window),
                 )
@@ -149,14 +149,14 @@ def store_measurements(url: str, info: dict[str, Any], repeat: int) -> list[dict
             query = data.TraceQuery.parse(params)
             cases.append(
                 (
-                    f"web.data.trace_list, {label}",
+                    f"store.traffic.trace_list, {label}",
                     "first page of `/traces`",
                     partial(data.trace_list, store, query),
                 )
             )
         cases.append(
             (
-                "web.data.trace_detail",
+                "store.traffic.trace_detail",
                 "`/traces/{id}`",
                 partial(data.trace_detail, store, info["sample_trace"]),
             )
@@ -417,7 +417,7 @@ def render(results: dict[str, Any]) -> str:
         ]
     lines += [
         "The store queries behind those pages, called in-process (the database's share of the time; "
-        "`web.data` is what the pages and `/api` call, the rest are its building blocks):",
+        "`store.traffic` is what the pages and `/api` call, the rest are its building blocks):",
         "",
         "| query | | p50 | p95 |",
         "|---|---|---|---|",

@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from shipyard.config.loader import parse_config, read_document
+from shipyard.config.loader import read_document
 from shipyard.errors import ConfigError
 from shipyard.monitoring.alerts import AlertEngine, MetricError, Notification, Notifier, measure
 from shipyard.monitoring.config import DRIFT_METRICS, AlertRule, MonitoringConfig
+from shipyard.registry.validation import parse_config
 from shipyard.store import alerts as alerts_q
 from shipyard.store import scores as scores_q
 from shipyard.store import traces as traces_q
@@ -649,7 +650,7 @@ def test_a_good_monitoring_section_parses_and_apply_and_export_ignore_it(tmp_pat
     assert slow.fingerprint != judged.fingerprint
     assert slow.fingerprint == _rule(name="slow", metric="latency_p95_ms", route="r", threshold=1).fingerprint
 
-    from shipyard.config.apply import apply, export
+    from shipyard.registry.apply import apply, export
     from shipyard.registry.versions import Registry
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")

@@ -21,10 +21,10 @@ import typer.main
 from typer.testing import CliRunner
 
 from shipyard.cli.main import app
-from shipyard.config.apply import apply
 from shipyard.config.loader import read_document
 from shipyard.monitoring.drift import run_drift
 from shipyard.registry import datasets
+from shipyard.registry.apply import apply
 from shipyard.registry.runs import RunService
 from shipyard.registry.versions import Registry
 from shipyard.store import alerts as alerts_q

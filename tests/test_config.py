@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.config.loader import default_config_text, parse_config
+from shipyard.config.loader import default_config_text
 from shipyard.errors import ConfigError
+from shipyard.registry.validation import parse_config
 
 GOOD = """
 providers:

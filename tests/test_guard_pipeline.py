@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from shipyard.config.loader import parse_config
 from shipyard.config.schema import GuardsConfig
 from shipyard.errors import ConfigError
 from shipyard.guard.base import ScanContext
 from shipyard.guard.pipeline import GuardBlocked, GuardPipeline, OutputBlocked
 from shipyard.plugins import scanner_types
 from shipyard.providers.base import SSE_DONE, Call, Completion, StreamChunk, Usage, chat_body, chat_chunk
+from shipyard.registry.validation import parse_config
 from shipyard.tracing.spans import Trace
 
 OUT = ScanContext("output")

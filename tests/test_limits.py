@@ -32,7 +32,7 @@ from shipyard.gateway.limits import (
     estimate,
     redis_prefix,
 )
-from shipyard.gateway.platform import Platform
+from shipyard.server.platform import Platform
 from shipyard.settings import Settings
 from shipyard.store.db import Store
 from shipyard.store.usage import usage_of

@@ -433,8 +433,8 @@ def test_cursor_round_trip() -> None:
 
 def test_dashboard_queries_on_each_dialect(store: Store) -> None:
     """The overview, score series, feedback filters and text search on SQLite and PostgreSQL."""
-    from shipyard.web import data
-    from shipyard.web.common import TimeWindow
+    from shipyard.store import traffic as data
+    from shipyard.times import TimeWindow
 
     now = time.time()
     traces = _fill(store, 40, t0=now - 1800)

@@ -10,12 +10,12 @@ from typing import Any, cast
 
 import pytest
 
-from shipyard.config.loader import parse_config
 from shipyard.errors import ConfigError
 from shipyard.evals.core import Score
 from shipyard.gateway.service import Gateway
 from shipyard.monitoring.config import OnlineEval
 from shipyard.monitoring.online import JUDGE_TAG, OnlineEvaluator, case_of, observation_of, score_detail
+from shipyard.registry.validation import parse_config
 from shipyard.store import scores as scores_q
 from shipyard.store import traces as traces_q
 from shipyard.store.db import Store

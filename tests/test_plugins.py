@@ -45,8 +45,8 @@ routes: [{name: default, targets: [{model: parrot-1}]}]
 
 
 def test_unknown_type_lists_plugin_types() -> None:
-    from shipyard.config.loader import parse_config
     from shipyard.errors import ConfigError
+    from shipyard.registry.validation import parse_config
 
     with pytest.raises(ConfigError) as exc:
         parse_config("providers: [{name: p, type: nope}]", "t.yaml", {})

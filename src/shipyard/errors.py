@@ -48,14 +48,24 @@ class ShipyardError(Exception):
             self.status = status
 
     def to_openai(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        # str(): a ConfigError's message carries its list of problems.
+        return error_body(str(self), self.type, self.param, self.code)
+
+
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """The one error envelope every Shipyard HTTP answer uses, OpenAI's:
+    ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_json(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> bytes:
+    import orjson
+
+    return orjson.dumps(error_body(message, type, param, code))
 
 
 class InvalidRequest(ShipyardError):

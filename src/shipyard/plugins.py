@@ -7,7 +7,9 @@ whose module has a ``@hookimpl``-decorated ``register_providers`` returning ``Pr
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pydantic import BaseModel
@@ -28,7 +30,18 @@ BUILTIN_PLUGINS = (
     "shipyard.evals.scorers",
     "shipyard.guard.scanners",
     "shipyard.guard.injection",
+    "shipyard.monitoring.config",
 )
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """A top-level section of ``shipyard.yaml`` whose schema belongs to a package above the config
+    layer (``monitoring:``): ``check(raw, source, where)`` returns the parsed section or raises
+    ConfigError with every problem and its line. The config checker calls it without importing it."""
+
+    key: str
+    check: Callable[[Any, str, Any], Any]
 
 
 class Specs:
@@ -43,6 +56,10 @@ class Specs:
     @hookspec
     def register_scanners(self) -> list[ScannerType]:  # type: ignore[empty-body]
         """Return the guard scanner types this plugin contributes."""
+
+    @hookspec
+    def register_config_sections(self) -> list[ConfigSection]:  # type: ignore[empty-body]
+        """Return the ``shipyard.yaml`` sections this plugin checks."""
 
 
 @functools.cache
@@ -157,3 +174,11 @@ if __name__ == "__main__":
         print(render_scanner_reference(), end="")
     else:
         print(render_provider_reference(), end="")
+
+
+def config_sections() -> dict[str, ConfigSection]:
+    found: dict[str, ConfigSection] = {}
+    for group in plugin_manager().hook.register_config_sections():
+        for section in group:
+            found[section.key] = section
+    return found

@@ -19,7 +19,7 @@ from shipyard.cli.common import (
     print_json,
     settings_only,
 )
-from shipyard.gateway.api.audit import parse_since
+from shipyard.cli.traces import parse_since
 from shipyard.store import audit
 
 app = typer.Typer(
@@ -60,7 +60,7 @@ def list_entries(
         action=action,
         target=target,
         outcome="denied" if denied else None,
-        since=parse_since(since) if since else None,
+        since=parse_since(since),
         limit=limit,
     )
     if as_json:

@@ -178,7 +178,7 @@ async def _session(
     platform = None
     if not remote:
         from shipyard.cli.common import cli_actor
-        from shipyard.gateway.platform import Platform
+        from shipyard.server.platform import Platform
 
         settings, doc = resolve(home=home, config=config)
         # The fallback only uses a store that exists; asking for --in-process may create one.

@@ -11,8 +11,9 @@ import yaml
 from rich.markup import escape
 
 from shipyard.cli.common import ConfigOpt, JsonOpt, console, err_console, print_json
-from shipyard.config.loader import default_config_text, load_config
+from shipyard.config.loader import default_config_text
 from shipyard.errors import ConfigError, InvalidRequest
+from shipyard.registry.validation import load_config
 
 app = typer.Typer(help="Check and show shipyard.yaml.", no_args_is_help=True)
 

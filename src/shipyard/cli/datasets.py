@@ -459,7 +459,7 @@ def from_traces(
     selection = svc.TraceSelection(
         route=route,
         since=parse_since(since),
-        until=parse_since(until),
+        until=parse_since(until, "--until"),
         status=status,
         prompt=prompt_name,
         prompt_version=prompt_version,

@@ -61,8 +61,8 @@ def scanners_by_type(names: Sequence[str], stage: Stage) -> list[tuple[str, Scan
 
 def scanners_of_route(route: str, stage: Stage, config: str | None) -> list[tuple[str, Scanner]]:
     """The scanners a route's ``guards:`` configure for ``stage``, built as the gateway builds them."""
-    from shipyard.config.loader import load_config
     from shipyard.guard.pipeline import GuardPipeline
+    from shipyard.registry.validation import load_config
 
     loaded = load_config(config)
     routes = {r.name: r for r in loaded.config.routes}

@@ -64,7 +64,7 @@ def _registry_document(settings: Any, doc: Any) -> Any:
     if doc is None:
         return None
     from shipyard.cli.common import open_store
-    from shipyard.config.apply import plan
+    from shipyard.registry.apply import plan
     from shipyard.registry.versions import Registry
 
     store = open_store(settings, create=True)
@@ -98,7 +98,7 @@ async def _in_process(
     on_result: Any,
     run_tag: str,
 ) -> tuple[list[rt.Result], dict[str, Any]]:
-    from shipyard.gateway.platform import Platform
+    from shipyard.server.platform import Platform
 
     doc = await asyncio.to_thread(_registry_document, settings, doc)
     platform = await asyncio.to_thread(Platform.build, settings, doc, cli_actor(settings))

@@ -25,9 +25,9 @@ from shipyard.cli.common import (
     settings_only,
     store_file,
 )
-from shipyard.config.apply import SECTIONS, Plan, apply, export
 from shipyard.config.loader import read_document
 from shipyard.errors import InvalidRequest, ShipyardError
+from shipyard.registry.apply import SECTIONS, Plan, apply, export
 from shipyard.registry.versions import CURRENT, Registry
 from shipyard.store.db import Store
 

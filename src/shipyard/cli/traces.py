@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -20,23 +19,21 @@ from shipyard.cli.common import (
     print_json,
     settings_only,
 )
-from shipyard.durations import is_duration, parse_duration
+from shipyard.errors import InvalidRequest
 from shipyard.store import traces as q
+from shipyard.times import parse_time
 from shipyard.tracing import semconv as sc
 
 app = typer.Typer(help="Inspect traced requests.", no_args_is_help=True)
 
 
-def parse_since(value: str | None) -> float | None:
-    """`15m`, `2h`, `7d` (ago) or an ISO date/time."""
-    if value is None:
-        return None
-    if is_duration(value):
-        return time.time() - parse_duration(value)
+def parse_since(value: str | None, option: str = "--since") -> float | None:
+    """The one time rule (``shipyard.times``): unix seconds, an ISO time (UTC unless it has an
+    offset) or a duration ago (15m, 2h, 7d)."""
     try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise typer.BadParameter(f"`{value}` is neither a duration like 15m/2h/7d nor an ISO time") from None
+        return parse_time(value, option)
+    except InvalidRequest as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def _ts(t: float) -> str:

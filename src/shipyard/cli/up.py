@@ -122,8 +122,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: str) -> None:
     import uvicorn
 
-    from shipyard.gateway.app import create_app
-    from shipyard.gateway.platform import Platform
+    from shipyard.server import create_app
+    from shipyard.server.platform import Platform
 
     settings.home_path.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(

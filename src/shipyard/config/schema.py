@@ -9,7 +9,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from shipyard.errors import InvalidRequest
-from shipyard.monitoring.config import MonitoringConfig
 
 # The one rule for names: providers, models, routes, prompts, target labels, scanners, datasets,
 # experiments, eval suites. Names travel in HTTP headers (`x-shipyard-route`, `x-shipyard-target`),
@@ -259,10 +258,12 @@ class ShipyardConfig(Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     prompts: list[PromptConfig] = Field(default_factory=list)
-    monitoring: MonitoringConfig = Field(
-        default_factory=MonitoringConfig,
+    monitoring: Any = Field(
+        default=None,
         description="Online evals, drift checks and alert rules of the server that loads this file "
-        "(runtime config like `settings:`; `shipyard apply` ignores it).",
+        "(runtime config like `settings:`; `shipyard apply` ignores it). Its schema belongs to the "
+        "monitoring package, which registers it as a config section (`plugins.ConfigSection`): the "
+        "checker replaces this value with the parsed section.",
     )
 
     def model_by_name(self) -> dict[str, ModelConfig]:

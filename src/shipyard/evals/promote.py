@@ -43,7 +43,7 @@ def promote_prompt(
     registry = runner.registry
     run_actor = actor.name if isinstance(actor, Actor) else actor
     candidate = registry.get("prompt", name, candidate_ref)
-    if name not in runner._suite_prompts(suite):
+    if name not in runner.suite_prompts(suite):
         raise InvalidRequest(
             f"suite `{suite.name}` does not use prompt `{name}` (in a target's `prompt:` or a route's), "
             "so it cannot judge a candidate of it",

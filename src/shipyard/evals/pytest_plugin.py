@@ -181,7 +181,7 @@ class EvalSession:
         """Score the answer with each scorer (a Scorer, a `{type: …}` dict or a type name with
         options as keywords); record the result; fail the test with the explanations of every
         scorer that did not pass."""
-        from shipyard.evals.runner import _Context
+        from shipyard.evals.runner import RunContext
 
         __tracebackhide__ = True  # a failure points at the test's line, not at this plugin
         built = [s if hasattr(s, "score") else self.scorer(s, **options) for s in scorers]
@@ -190,7 +190,7 @@ class EvalSession:
         case = answer.case
         if expected is not None:
             case.expected = expected
-        ctx = _Context(self._gateway)
+        ctx = RunContext(self._gateway)
         results = [self.call(s.score(case, answer.observation, ctx)) for s in built]
         passed = answer.observation.error is None and all(r.passed for r in results)
         self.lines.append(

@@ -97,7 +97,7 @@ def _canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
 
 
-class _Context:
+class RunContext:
     """The ScoreContext the runner gives scorers: judge calls through the eval gateway, and
     embeddings from the offline embedding model (loaded on first use)."""
 
@@ -207,7 +207,7 @@ class EvalRunner:
         writer.start()
         gateway = Gateway(runtime, writer, self.settings.default_timeout)
         await runtime.start()
-        ctx = _Context(gateway)
+        ctx = RunContext(gateway)
         stats = {"executed": 0, "cached": 0}
         pending_cache: list[tuple[str, dict[str, Any]]] = []
         headers = {"x-shipyard-tags": f"eval,{suite.name},run:{run_id}"}
@@ -397,7 +397,7 @@ class EvalRunner:
                     f"baseline run `{detail['run_id']}` is a run of another suite", param="baseline"
                 )
             return str(detail["run_id"])
-        prompts = self._suite_prompts(suite)
+        prompts = self.suite_prompts(suite)
         if not prompts:
             raise NotFound(
                 f"`{ref}` is not a run id, and suite `{suite.name}` uses no prompt whose alias it could be",
@@ -423,7 +423,7 @@ class EvalRunner:
             param="baseline",
         )
 
-    def _suite_prompts(self, suite: Suite) -> set[str]:
+    def suite_prompts(self, suite: Suite) -> set[str]:
         from shipyard.registry.versions import split_ref
 
         names = set()

@@ -29,12 +29,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shipyard.config.loader import (
-    Document,
-    _validation_problems,
-    read_document,
-    substitute_env,
-)
+from shipyard.config.loader import Document, read_document, substitute_env, validation_problems
 from shipyard.config.schema import NAME_PATTERN
 from shipyard.errors import ConfigError, InvalidRequest
 from shipyard.evals.core import Case, Scorer
@@ -158,9 +153,9 @@ def parse_suite(text: str, source: str = "suite.yaml", base_dir: Path | None = N
 
 def suite_from_dict(data: dict[str, Any], source: str = "suite", base_dir: Path | None = None) -> Suite:
     """The same suite from Python: a dict shaped like the YAML file."""
-    from shipyard.config.loader import _Reader
+    from shipyard.config.loader import YamlReader
 
-    return suite_from_document(Document(source, data, _Reader(source)), base_dir or Path.cwd())
+    return suite_from_document(Document(source, data, YamlReader(source)), base_dir or Path.cwd())
 
 
 def suite_from_document(doc: Document, base_dir: Path) -> Suite:
@@ -173,7 +168,7 @@ def suite_from_document(doc: Document, base_dir: Path) -> Suite:
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        problems = _validation_problems(exc, doc.where, SuiteSpec)
+        problems = validation_problems(exc, doc.where, SuiteSpec)
         raise ConfigError(f"{doc.source} has {len(problems)} problem(s):", problems) from None
     try:
         scorers = build_scorers(spec.scorers)

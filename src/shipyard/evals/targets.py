@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from shipyard.config.apply import merged_config, prompt_context
-from shipyard.config.loader import validate
 from shipyard.errors import ConfigError
 from shipyard.evals.suite import Suite, TargetSpec
 from shipyard.gateway.runtime import Runtime, registry_lineage
+from shipyard.registry.apply import merged_config, prompt_context
+from shipyard.registry.validation import validate
 from shipyard.registry.versions import Registry, content_hash, split_ref
 
 

@@ -22,10 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from shipyard.config.schema import LimitsConfig
-from shipyard.errors import Unauthorized
+from shipyard.errors import Unauthorized, error_json
 from shipyard.store import audit, keys, sessions
 from shipyard.store.audit import Actor
 from shipyard.store.db import Store
@@ -357,9 +355,7 @@ class CsrfGuard:
         if problem is None:
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(
-            {"error": {"message": problem, "type": "permission_error", "param": None, "code": "csrf"}}
-        )
+        body = error_json(problem, "permission_error", code="csrf")
         head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 403, "headers": head})
         await send({"type": "http.response.body", "body": body})

@@ -335,7 +335,7 @@ def registry_lineage(
 
 def build_runtime(registry: Registry, default_timeout: float, reuse: Runtime | None = None) -> Runtime:
     """A runtime for the registry's current state (blocking: reads the store)."""
-    from shipyard.config.apply import runtime_config
+    from shipyard.registry.apply import runtime_config
 
     snapshot = registry.snapshot()
     versions, hashes, resolve = registry_lineage(registry, snapshot)

@@ -11,7 +11,6 @@ import base64
 import concurrent.futures
 import contextlib
 import logging
-import random
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -20,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shipyard.content import input_text
 from shipyard.errors import InvalidRequest, ProviderError, ProviderTimeout, ShipyardError
 from shipyard.gateway.limits import Limiter, Ticket, estimate, measure_prompt, subjects_for
 from shipyard.gateway.runtime import Route, Runtime, Target
 from shipyard.providers.base import SSE_DONE, Call, Completion, Embeddings, StreamChunk, Usage
 from shipyard.redact import scrub
+from shipyard.retries import backoff
 from shipyard.settings import BY_NAME
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
@@ -314,9 +315,8 @@ class Gateway:
                 )
 
     async def _backoff(self, route: Route, retry: int, exc: ProviderError) -> None:
-        delay = route.retry_backoff * (2**retry) * (0.5 + random.random())
-        if exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, 10.0))
+        # Capped at 10 s even when an upstream asks for longer: a route has fallbacks to try.
+        delay = backoff(retry, route.retry_backoff, cap=10.0, retry_after=exc.retry_after)
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -613,7 +613,7 @@ class Gateway:
                 trace.ttft_ms = trace.latency_ms
             if usage is None:
                 usage = Usage(
-                    target.provider.count_tokens(_input_text(trace.input), target.provider_model),
+                    target.provider.count_tokens(input_text(trace.input), target.provider_model),
                     target.provider.count_tokens(trace.output, target.provider_model),
                 )
                 root.attributes["shipyard.usage_estimated"] = True
@@ -679,18 +679,6 @@ def _exhausted(route: Route, attempts: int, last: ProviderError | None) -> Shipy
 
 def _sse_error(exc: ShipyardError) -> bytes:
     return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\ndata: [DONE]\n\n"
-
-
-def _input_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        from shipyard.providers.base import messages_text
-
-        if value and isinstance(value[0], dict):
-            return messages_text(value)
-        return "\n".join(str(v) for v in value)
-    return ""
 
 
 async def _embedding_payload(result: Embeddings, encoding_format: Any) -> bytes:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from shipyard.content import content_text
 from shipyard.errors import ConfigError, InvalidRequest, ShipyardError
 from shipyard.guard.base import Finding, ScanContext, Scanner, ScannerType, Stage
 
@@ -240,7 +241,7 @@ class GuardPipeline:
         return cls(route, built["input"], built["output"], window, config.restore_pii)
 
     # -- scanning --------------------------------------------------------------------------------
-    def _scan(self, configured: Sequence[Configured], text: str, ctx: ScanContext) -> list[Finding]:
+    def scan(self, configured: Sequence[Configured], text: str, ctx: ScanContext) -> list[Finding]:
         found: list[Finding] = []
         for c in configured:
             try:
@@ -283,21 +284,21 @@ class GuardPipeline:
         out.append(text[pos:])
         return "".join(out)
 
-    def _span(self, trace: Trace, root: Span, stage: Stage) -> Span:
+    def open_span(self, trace: Trace, root: Span, stage: Stage) -> Span:
         names = self.input_names if stage == "input" else self.output_names
         return trace.span(
             f"guard {stage}", parent=root, attributes={"guard.stage": stage, "guard.scanners": names}
         )
 
     @staticmethod
-    def _close_span(span: Span, findings: Sequence[Finding]) -> None:
+    def close_span(span: Span, findings: Sequence[Finding]) -> None:
         action = _strongest(findings)
         span.finish(
             "error" if action == "block" else "ok",
             **{"guard.action": action, "guard.findings": len(findings)},
         )
 
-    def _blocked_input(self, f: Finding, where: str) -> GuardBlocked:
+    def blocked_input(self, f: Finding, where: str) -> GuardBlocked:
         hint = _INPUT_HINTS.get(self.types.get(f.scanner, ""), "change the request")
         detail = f", {f.detail}" if f.detail else ""
         return GuardBlocked(
@@ -307,7 +308,7 @@ class GuardPipeline:
             param="messages" if where.startswith("messages") else where.split("[")[0],
         )
 
-    def _blocked_output(self, f: Finding) -> OutputBlocked:
+    def blocked_output(self, f: Finding) -> OutputBlocked:
         hint = _OUTPUT_HINTS.get(self.types.get(f.scanner, ""), "rephrase the request")
         detail = f", {f.detail}" if f.detail else ""
         return OutputBlocked(
@@ -328,7 +329,7 @@ class GuardPipeline:
             state.canary_line = template.replace("{canary}", state.canary)
         if not self.inputs:
             return body, state
-        span = self._span(trace, root, "input")
+        span = self.open_span(trace, root, "input")
         all_findings: list[Finding] = []
         per_text = [c for c in self.inputs if not c.whole_request]
         whole = [c for c in self.inputs if c.whole_request]
@@ -345,7 +346,7 @@ class GuardPipeline:
                 message_index=path[1] if path[0] == "messages" else None,
                 system_prompt=system,
             )
-            findings = self._scan(per_text, text, ctx)
+            findings = self.scan(per_text, text, ctx)
             if not findings:
                 continue
             record(trace, findings, "input", where)
@@ -367,13 +368,13 @@ class GuardPipeline:
                 blocked = blocked or (block, where)
         if whole and blocked is None:
             joined = "\n".join(t for _, _, t, _ in items)
-            findings = self._scan(whole, joined, ScanContext("input", system_prompt=system))
+            findings = self.scan(whole, joined, ScanContext("input", system_prompt=system))
             record(trace, findings, "input", "request")
             all_findings += findings
             block = next((f for f in findings if f.action == "block"), None)
             if block is not None:
                 blocked = (block, "the request")
-        self._close_span(span, all_findings)
+        self.close_span(span, all_findings)
         if replaced:
             _scrub_findings(trace.attributes.get(FINDINGS_ATTR, [])[first_recorded:], replaced)
         new_body = _apply_changes(body, changes) if changes else body
@@ -385,7 +386,7 @@ class GuardPipeline:
             if "variables" in new_body:
                 trace.attributes["shipyard.variables"] = new_body["variables"]
         if blocked is not None:
-            error = self._blocked_input(*blocked)
+            error = self.blocked_input(*blocked)
             if replaced:
                 error.message = _scrub(error.message, replaced)
                 error.args = (error.message,)
@@ -410,7 +411,7 @@ class GuardPipeline:
                     messages.insert(0, {"role": "system", "content": state.canary_line})
                 body["messages"] = messages
             system = [
-                _content_text(m.get("content"))
+                content_text(m.get("content"))
                 for m in messages
                 if isinstance(m, dict) and m.get("role") in ("system", "developer")
             ]
@@ -447,7 +448,7 @@ class GuardPipeline:
             return result
         raw_choices = body.get("choices")
         choices: list[Any] = raw_choices if isinstance(raw_choices, list) else []
-        span = self._span(trace, root, "output") if self.outputs else None
+        span = self.open_span(trace, root, "output") if self.outputs else None
         ctx = self.output_context(state)
         all_findings: list[Finding] = []
         changed = False
@@ -459,15 +460,15 @@ class GuardPipeline:
             if not isinstance(holder, dict) or not isinstance(holder.get(key), str):
                 continue
             text: str = holder[key]
-            findings = self._scan(self.outputs, text, ctx) if self.outputs else []
+            findings = self.scan(self.outputs, text, ctx) if self.outputs else []
             where = f"choices[{i}]"
             record(trace, findings, "output", where)
             all_findings += findings
             block = next((f for f in findings if f.action == "block"), None)
             if block is not None:
                 assert span is not None
-                self._close_span(span, all_findings)
-                raise self._blocked_output(block)
+                self.close_span(span, all_findings)
+                raise self.blocked_output(block)
             guarded = self.redact(text, findings, "output", state)
             client = state.restore_text(guarded) if self.restore_pii else guarded
             if i == 0:
@@ -476,7 +477,7 @@ class GuardPipeline:
                 holder[key] = client
                 changed = True
         if span is not None:
-            self._close_span(span, all_findings)
+            self.close_span(span, all_findings)
         if changed:
             result.body = body
             result.raw = None
@@ -500,14 +501,6 @@ class GuardPipeline:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
 def _input_texts(op: str, body: dict[str, Any]) -> list[tuple[str, str | None, str, tuple[Any, ...]]]:
     """(where, role, text, path) for every piece of client text the provider will see."""
     out: list[tuple[str, str | None, str, tuple[Any, ...]]] = []

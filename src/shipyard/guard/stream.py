@@ -96,11 +96,11 @@ class ChoiceGuard:
     def _release(self, final: bool) -> tuple[str, str]:
         pipeline = self.pipeline
         p = self.pending
-        findings = pipeline._scan(self.streamable, p, self.ctx) if self.streamable and p else []
+        findings = pipeline.scan(self.streamable, p, self.ctx) if self.streamable and p else []
         block = next((f for f in findings if f.action == "block"), None)
         if block is not None:
             self._record([block], self.sent)
-            raise pipeline._blocked_output(block)
+            raise pipeline.blocked_output(block)
         cut = len(p) if final else self._cut(findings)
         released = [f for f in findings if f.end <= cut or (f.start < cut and final)]
         if cut < len(p):
@@ -117,12 +117,12 @@ class ChoiceGuard:
         self.sent += cut
         if final and self.whole:
             text = "".join(self.full)
-            whole = pipeline._scan(self.whole, text, self.ctx)
+            whole = pipeline.scan(self.whole, text, self.ctx)
             self._record(whole, 0)
             block = next((f for f in whole if f.action == "block"), None)
             if block is not None:
                 # The text is out already; what can still be done is end the stream with an error.
-                raise pipeline._blocked_output(block)
+                raise pipeline.blocked_output(block)
         client = self.state.restore_text(guarded) if pipeline.restore_pii else guarded
         return guarded, client
 
@@ -237,7 +237,7 @@ class StreamGuard:
 
     def close_span(self, span: Span) -> None:
         findings = [f for g in self.choices.values() for f in g.findings]
-        self.pipeline._close_span(span, findings)
+        self.pipeline.close_span(span, findings)
 
 
 def _visible_len(text: str) -> int:
@@ -285,7 +285,7 @@ async def guard_stream(
     """One output chunk per upstream chunk (possibly with nothing to send yet), plus one at the end
     if the upstream closed without a finish event. Raises ``OutputBlocked`` on a block."""
     guard = StreamGuard(pipeline, op, state, trace)
-    span = pipeline._span(trace, root, "output") if pipeline.outputs else None
+    span = pipeline.open_span(trace, root, "output") if pipeline.outputs else None
     try:
         chunk: StreamChunk | None = first
         while chunk is not None:

@@ -25,6 +25,7 @@ import httpx
 
 from shipyard import __version__
 from shipyard.monitoring.config import AlertRule, Channel
+from shipyard.retries import backoff
 from shipyard.store import alerts as alerts_q
 from shipyard.store import rollups
 from shipyard.store import scores as scores_q
@@ -347,7 +348,7 @@ class Notifier:
         attempts = 0
         for attempt in range(ch.retries + 1):
             if attempt:
-                await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+                await asyncio.sleep(backoff(attempt - 1, self.backoff, jitter=False))
             attempts += 1
             try:
                 response = await self._client.post(

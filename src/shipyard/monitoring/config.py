@@ -28,6 +28,7 @@ from shipyard.durations import parse_duration
 from shipyard.errors import ConfigError
 from shipyard.evals.core import Scorer
 from shipyard.monitoring.drift import NUMERIC_FEATURES, DriftConfig
+from shipyard.plugins import ConfigSection, hookimpl
 from shipyard.store.rollups import Aggregate
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
@@ -367,7 +368,7 @@ def load_monitoring(raw: Any, source: str = "shipyard.yaml", where: Any = None) 
 
     from pydantic import ValidationError
 
-    from shipyard.config.loader import _validation_problems, substitute_env
+    from shipyard.config.loader import substitute_env, validation_problems
 
     where = where or (lambda path: source)
     problems: list[str] = []
@@ -377,5 +378,10 @@ def load_monitoring(raw: Any, source: str = "shipyard.yaml", where: Any = None) 
     try:
         return MonitoringConfig.model_validate(data)
     except ValidationError as exc:
-        problems = _validation_problems(exc, where, MonitoringConfig, ("monitoring",))
+        problems = validation_problems(exc, where, MonitoringConfig, ("monitoring",))
         raise ConfigError(f"{source} has {len(problems)} problem(s):", problems) from None
+
+
+@hookimpl
+def register_config_sections() -> list[ConfigSection]:
+    return [ConfigSection("monitoring", load_monitoring)]

@@ -39,11 +39,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from threadpoolctl import threadpool_limits
 
+from shipyard.content import content_text
 from shipyard.durations import is_duration, parse_duration
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.monitoring import stats
 from shipyard.store import drift as q
 from shipyard.store.db import Store
+from shipyard.times import parse_time
 
 log = logging.getLogger("shipyard.monitoring.drift")
 
@@ -122,21 +124,20 @@ def _bad_spec(field_name: str, text: str, why: str) -> InvalidRequest:
 
 
 def _parse_time(value: str, field_name: str, text: str) -> float:
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
+    """A window end, by the one time rule (``shipyard.times``: an ISO time is UTC unless it has an
+    offset), with the window spec named when it is not a time."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+        t = parse_time(value, field_name)
+    except InvalidRequest:
+        t = None
+    if t is None:
         raise _bad_spec(
             field_name,
             text,
             f"has `{value}`, which is not a time: write an ISO 8601 date or time such as 2026-11-01 or "
             "2026-11-01T08:00 (UTC unless it carries an offset like +02:00), or unix seconds",
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        )
+    return t
 
 
 def parse_spec(text: str | WindowSpec, field_name: str = "reference") -> WindowSpec:
@@ -368,16 +369,6 @@ def _untruncated(text: str) -> tuple[str, int]:
     return kept, len(kept) + int(m.group(1))
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        return "\n".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
 def prompt_text(value: Any, attributes: dict[str, Any] | None = None) -> str | None:
     """The part of a request that varies with what users ask.
 
@@ -402,7 +393,7 @@ def prompt_text(value: Any, attributes: dict[str, Any] | None = None) -> str | N
         messages = [m for m in value if isinstance(m, dict)]
         if messages:
             users = [m for m in messages if m.get("role") == "user"] or messages
-            return "\n".join(_content_text(m.get("content")) for m in users)
+            return "\n".join(content_text(m.get("content")) for m in users)
         return "\n".join(str(v) for v in value if v is not None)
     return str(value)
 

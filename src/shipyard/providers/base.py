@@ -251,20 +251,6 @@ def now() -> int:
     return int(time.time())
 
 
-def messages_text(messages: list[dict[str, Any]]) -> str:
-    """Flatten chat messages (string or content-part lists) to text, for token estimates."""
-    parts: list[str] = []
-    for m in messages:
-        content = m.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            for p in content:
-                if isinstance(p, dict) and isinstance(p.get("text"), str):
-                    parts.append(p["text"])
-    return "\n".join(parts)
-
-
 def sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 

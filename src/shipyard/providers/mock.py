@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from shipyard.content import messages_text
 from shipyard.errors import ProviderError
 from shipyard.plugins import hookimpl
 from shipyard.providers.base import (
@@ -34,7 +35,6 @@ from shipyard.providers.base import (
     completion_body,
     completion_chunk,
     completion_usage_chunk,
-    messages_text,
     new_id,
     now,
     wants_usage,

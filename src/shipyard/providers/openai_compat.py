@@ -32,6 +32,7 @@ from shipyard.providers.base import (
     wants_usage,
 )
 from shipyard.redact import scrub, strip_userinfo
+from shipyard.retries import parse_retry_after
 
 
 class OpenAIOptions(ProviderOptions):
@@ -119,7 +120,7 @@ class OpenAICompatProvider(BaseProvider):
                 raw = await resp.read()
                 if resp.status >= 400:
                     err = upstream_status_error(resp.status, raw, f"{self.name}/{call.model}")
-                    err.retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    err.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     raise err
                 return raw
         except ProviderError:
@@ -223,7 +224,7 @@ class OpenAICompatProvider(BaseProvider):
                             yield chunk
                         return
                     err = upstream_status_error(resp.status, raw, f"{self.name}/{call.model}")
-                    err.retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    err.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     raise err
                 buf = b""
                 async for piece in resp.content.iter_any():
@@ -329,15 +330,6 @@ def _event_error(obj: dict[str, Any]) -> str:
     if isinstance(err, dict):
         return str(err.get("message") or err)[:300]
     return str(err)[:300]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 @hookimpl

@@ -31,6 +31,7 @@ from typing import Any, Literal, NamedTuple, get_args
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from shipyard.content import content_text as shared_content_text
 from shipyard.errors import ConfigError, InvalidRequest
 
 PromptFormat = Literal["transcript", "chat_template", "chatml", "gemma", "raw"]
@@ -81,16 +82,9 @@ class Message:
 
 def content_text(content: Any) -> str:
     """The text of a message's ``content``: a string, or the ``text`` parts of a content-part list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p["text"]
-            for p in content
-            if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str)
-        )
+    if content is None or isinstance(content, str | list):
+        # Parts are pieces of one text the model reads: joined with nothing between them.
+        return shared_content_text(content, "")
     raise InvalidRequest(
         f"message content must be a string or a list of content parts, got {type(content).__name__}",
         param="messages",

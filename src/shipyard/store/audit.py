@@ -258,10 +258,10 @@ def _typers(store: Store) -> list[Any]:
     """Per column, what turns its raw value into the value a typed select gives (None: as is)."""
     dialect = store.engine.dialect
     if dialect.name == "postgresql":
-        from shipyard.store.db import _json_loads
+        from shipyard.store.db import json_loads
 
         return [
-            _json_loads if c.name in _JSON else c.type.result_processor(dialect, None)
+            json_loads if c.name in _JSON else c.type.result_processor(dialect, None)
             for c in audit_log.columns
         ]
     return [c.type.result_processor(dialect, None) for c in audit_log.columns]

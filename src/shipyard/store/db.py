@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 _AFTER_COMMIT = "shipyard_after_commit"
 
 
-def _json_loads(value: Any) -> Any:
+def json_loads(value: Any) -> Any:
     """SQLite gives a column declared JSON numeric affinity: a bare number stored as JSON text (an
     `expected` of 42) comes back as a number, which is already the decoded value."""
     if isinstance(value, str | bytes):
@@ -30,7 +30,7 @@ def _json_loads(value: Any) -> Any:
     return value
 
 
-def _json_dumps(obj: Any) -> str:
+def json_dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
@@ -45,7 +45,7 @@ class Store:
         self.home = home
         self.audit_key = audit_key
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
+        kwargs: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": json_loads}
         if self.is_sqlite:
             db_path = url.split("///", 1)[-1]
             if db_path and db_path != ":memory:":

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from shipyard.store import rollups
 from shipyard.store.db import Store
 from shipyard.store.tables import spans, traces
-from shipyard.store.traces import SPAN_COLUMNS, TRACE_COLUMNS, _dumps, _insert_sql, row_facts
+from shipyard.store.traces import SPAN_COLUMNS, TRACE_COLUMNS, dumps_json, insert_sql, row_facts
 from shipyard.tracing.spans import Span
 
 log = logging.getLogger("shipyard.tracing")
@@ -82,9 +82,9 @@ def ingest(
             return result
         for part in _chunks(replaced):
             conn.execute(traces.delete().where(traces.c.trace_id.in_(part)))
-        conn.exec_driver_sql(_insert_sql(conn, traces, TRACE_COLUMNS), new_trace_rows)
+        conn.exec_driver_sql(insert_sql(conn, traces, TRACE_COLUMNS), new_trace_rows)
         conn.exec_driver_sql(
-            _insert_sql(conn, spans, SPAN_COLUMNS) + " ON CONFLICT (trace_id, span_id) DO NOTHING",
+            insert_sql(conn, spans, SPAN_COLUMNS) + " ON CONFLICT (trace_id, span_id) DO NOTHING",
             new_span_rows,
         )
         # The replaced rows' figures leave the rollups and the recomputed rows' enter, in one upsert.
@@ -149,5 +149,5 @@ def _span_row(s: Span) -> tuple[Any, ...]:
         s.start,
         s.end,
         s.status,
-        _dumps(s.attributes or None),
+        dumps_json(s.attributes or None),
     )

@@ -58,13 +58,13 @@ _JSON_COLUMNS = {"input", "attributes", "tags"}
 _SQL_CACHE: dict[tuple[str, str], str] = {}
 
 
-def _dumps(value: Any) -> str | None:
+def dumps_json(value: Any) -> str | None:
     if value is None:
         return None
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
-def _insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> str:
+def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> str:
     """A plain INSERT in the driver's own parameter style.
 
     The writer inserts thousands of rows a second; going through the DBAPI's executemany with
@@ -100,9 +100,9 @@ def trace_row(t: Trace, capture: str = "full", max_chars: int = 2000) -> tuple[A
         t.trace_id, t.start, end, t.source, t.operation, t.route, t.target, t.provider, t.model,
         t.status, t.status_code, t.error, round((end - t.start) * 1000, 3),
         None if t.ttft_ms is None else round(t.ttft_ms, 3), t.input_tokens, t.output_tokens, t.cost_usd,
-        t.stream, t.attempts, t.user_id, _dumps(capture_value(t.input, capture, max_chars)),
-        capture_value(t.output, capture, max_chars), _dumps(t.attributes or None), t.route_version,
-        t.model_version, t.prompt, t.prompt_version, _dumps(t.tags or None),
+        t.stream, t.attempts, t.user_id, dumps_json(capture_value(t.input, capture, max_chars)),
+        capture_value(t.output, capture, max_chars), dumps_json(t.attributes or None), t.route_version,
+        t.model_version, t.prompt, t.prompt_version, dumps_json(t.tags or None),
     )  # fmt: skip
 
 
@@ -157,17 +157,17 @@ def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", m
             sp.start,
             sp.end or sp.start,
             sp.status,
-            _dumps(_stored_attributes(t, sp, capture, max_chars)),
+            dumps_json(_stored_attributes(t, sp, capture, max_chars)),
         )
         for t in batch
         for sp in t.spans
     ]
     with store.engine.begin() as conn:
         if trace_rows:
-            conn.exec_driver_sql(_insert_sql(conn, traces, TRACE_COLUMNS), trace_rows)
+            conn.exec_driver_sql(insert_sql(conn, traces, TRACE_COLUMNS), trace_rows)
             rollups.add(conn, rollups.deltas(row_facts(r) for r in trace_rows))
         if span_rows:
-            conn.exec_driver_sql(_insert_sql(conn, spans, SPAN_COLUMNS), span_rows)
+            conn.exec_driver_sql(insert_sql(conn, spans, SPAN_COLUMNS), span_rows)
 
 
 def row_facts(row: Sequence[Any]) -> rollups.TraceFacts:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import gzip
 import logging
-import random
 import threading
 import time
 import urllib.parse
@@ -32,6 +31,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
 
 from shipyard import __version__
 from shipyard.errors import ConfigError
+from shipyard.retries import backoff, parse_retry_after
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
 
@@ -302,7 +302,6 @@ class OtlpExporter:
     def _send(self, batch: list[Trace]) -> None:
         body = gzip.compress(encode(batch).SerializeToString(), compresslevel=5)
         n_spans = sum(len(t.spans) for t in batch)
-        delay = self.backoff
         assert self._client is not None
         for attempt in range(1, self.max_attempts + 1):
             retry_after: float | None = None
@@ -318,17 +317,14 @@ class OtlpExporter:
                 if resp.status_code < 500 and resp.status_code not in RETRYABLE:
                     self._give_up(batch, problem)
                     return
-                retry_after = _retry_after(resp.headers.get("retry-after"))
+                retry_after = parse_retry_after(resp.headers.get("retry-after"))
             self.failed_requests += 1
-            wait = min(self.max_backoff, delay * (0.5 + random.random()))
-            if retry_after is not None:
-                wait = min(max(wait, retry_after), self.max_backoff)
+            wait = backoff(attempt - 1, self.backoff, self.max_backoff, retry_after)
             if attempt == self.max_attempts or time.monotonic() + wait > self._deadline:
                 self._give_up(batch, problem)
                 return
             log.warning("OTLP export to %s failed (%s); retry %d in %.1fs", self.url, problem, attempt, wait)
             self._sleep(wait)
-            delay *= 2
 
     def _sleep(self, seconds: float) -> None:
         # A shutdown cuts the wait short to what its deadline allows.
@@ -359,15 +355,6 @@ class OtlpExporter:
     def _give_up(self, batch: list[Trace], problem: str) -> None:
         self.dropped += len(batch)
         log.error("OTLP export to %s gave up on %d trace(s): %s", self.url, len(batch), problem)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _status_message(resp: httpx.Response) -> str:

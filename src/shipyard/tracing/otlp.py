@@ -38,6 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as OtlpStatus
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from shipyard.content import text_parts
 from shipyard.store.traces import TRACE_COLUMNS, trace_row
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Span, Trace
@@ -665,10 +666,9 @@ def _message(role: Any, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _content_text(content: Any) -> Any:
-    if isinstance(content, list):  # OpenAI-style content parts
-        texts = [str(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "".join(texts) if texts else content
-    return content
+    """Content parts with text become that text; anything else is kept as sent, for display."""
+    texts = text_parts(content) if isinstance(content, list) else []
+    return "".join(texts) if texts else content
 
 
 def input_messages(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:

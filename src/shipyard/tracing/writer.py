@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shipyard.retries import backoff
 from shipyard.store import traces as trace_queries
 from shipyard.store.db import Store
 from shipyard.tracing.spans import Trace
@@ -162,7 +163,6 @@ class TraceWriter:
             batch.append(item)
 
     def _write(self, batch: list[Trace]) -> bool:
-        delay = 0.05
         for attempt in range(6):
             try:
                 trace_queries.insert_traces(self.store, batch, self.capture, self.max_chars)
@@ -179,7 +179,7 @@ class TraceWriter:
                     self.dropped += len(batch)
                     log.error("could not write %d trace(s) after retries: %s", len(batch), exc)
                     return False
+                delay = backoff(attempt, 0.05, jitter=False)
                 log.warning("trace write failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
-                delay *= 2
         return False

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -23,7 +22,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import ShipyardError, error_json
 from shipyard.gateway.auth import CsrfGuard
 from shipyard.gateway.http_headers import PAGE_HEADERS, DefaultHeaders
 
@@ -49,10 +48,15 @@ def _wants_html(request: Request) -> bool:
 
 
 def _json_error(
-    status: int, message: str, type_: str = "invalid_request_error", param: Any = None
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: Any = None,
+    code: str | None = None,
 ) -> Response:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        error_json(message, type_, param, code), status_code=status, media_type="application/json"
+    )
 
 
 def _not_found_message(request: Request) -> str:
@@ -79,7 +83,7 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
 async def _on_shipyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ShipyardError)
     if not _wants_html(request):
-        return _json_error(exc.status, exc.message, exc.type, exc.param)
+        return _json_error(exc.status, str(exc), exc.type, exc.param, exc.code)
     title = "Not found" if exc.status == 404 else "Cannot show this page"
     return _error_page(request, exc.status, title, exc.message)
 
@@ -247,7 +251,7 @@ def page_routes() -> list[BaseRoute]:
 
 
 def create_web(platform: Any) -> Starlette:
-    """The dashboard as an ASGI app; ``gateway/app.py`` mounts it at ``/`` after every other route."""
+    """The dashboard as an ASGI app; ``shipyard.server`` mounts it at ``/`` after every other route."""
     from shipyard.web.assets import CachedStatic, plotly_js
     from shipyard.web.common import STATIC
 

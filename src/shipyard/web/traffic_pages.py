@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shipyard.store import traffic as data
+from shipyard.times import RANGES, TimeWindow
 from shipyard.tracing import semconv as sc
-from shipyard.web import data
-from shipyard.web.common import RANGES, TimeWindow, blocking, platform_of, render, store_of
+from shipyard.web.common import blocking, platform_of, render, store_of
 
 FEEDBACK_FILTERS = (
     ("positive", "Positive"),

@@ -7,32 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from shipyard.durations import is_duration, parse_duration
-from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
+from shipyard.api import deps
 from shipyard.store import audit
 from shipyard.store.db import Store
+from shipyard.times import parse_time
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-
-
-def parse_since(value: str) -> float:
-    """Epoch seconds from `24h` (that long ago) or an ISO time (`2026-11-29T08:00:00Z`)."""
-    import time
-    from datetime import UTC, datetime
-
-    if is_duration(value):
-        return time.time() - parse_duration(value)
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(
-            f"`since`: `{value}` is neither a duration (24h, 7d) nor an ISO time (2026-11-29T08:00:00Z)",
-            param="since",
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 class AuditEntry(BaseModel):
@@ -71,7 +51,7 @@ def list_audit(
         action=action,
         target=target,
         outcome=outcome,
-        since=parse_since(since) if since else None,
+        since=parse_time(since, "since"),
         before_id=before_id,
         limit=limit,
     )

@@ -14,8 +14,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from shipyard.api import deps
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
 from shipyard.gateway.http_headers import download_headers, served_type
 from shipyard.registry.runs import Comparison, RunDetail, RunService, artifact_relpath
 from shipyard.store.runs import ArtifactRow, LinkRow, RunRow

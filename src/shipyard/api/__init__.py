@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard import __version__
-from shipyard.errors import ShipyardError
-from shipyard.gateway.api.body_limit import BodyLimit
-from shipyard.gateway.api.deps import authorize
+from shipyard.api.body_limit import BodyLimit
+from shipyard.api.deps import authorize
+from shipyard.errors import ShipyardError, error_json
 from shipyard.gateway.auth import CsrfGuard
 from shipyard.gateway.http_headers import API_HEADERS, DefaultHeaders
 
@@ -23,20 +22,21 @@ from shipyard.gateway.http_headers import API_HEADERS, DefaultHeaders
 def _error(
     status: int, message: str, type_: str, param: str | None = None, code: str | None = None
 ) -> Response:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        error_json(message, type_, param, code), status_code=status, media_type="application/json"
+    )
 
 
 ROUTERS = (
-    "shipyard.gateway.api.registry",
-    "shipyard.gateway.api.datasets",
-    "shipyard.gateway.api.runs",
-    "shipyard.gateway.api.evals",
-    "shipyard.gateway.api.alerts",
-    "shipyard.gateway.api.drift",
-    "shipyard.gateway.api.monitoring",
-    "shipyard.gateway.api.keys",
-    "shipyard.gateway.api.audit",
+    "shipyard.api.registry",
+    "shipyard.api.datasets",
+    "shipyard.api.runs",
+    "shipyard.api.evals",
+    "shipyard.api.alerts",
+    "shipyard.api.drift",
+    "shipyard.api.monitoring",
+    "shipyard.api.keys",
+    "shipyard.api.audit",
 )
 
 

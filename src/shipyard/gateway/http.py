@@ -1,16 +1,15 @@
-"""The ASGI application: OpenAI-compatible ``/v1`` endpoints, health probes, and the lifespan that
-opens the store, starts the trace writer and the providers, and flushes everything on shutdown.
+"""The gateway's HTTP surface: the OpenAI-compatible ``/v1`` endpoints.
 
-Handlers only parse, validate and hand over to :class:`~shipyard.gateway.service.Gateway`.
+Handlers only parse, validate, check who is calling and hand over to
+:class:`~shipyard.gateway.service.Gateway`; the server (``shipyard.server``) mounts them beside the
+admin API, the dashboard and the probes. :class:`FastPath` sends the hot POSTs straight to their
+handlers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,20 +17,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from shipyard import __version__
 from shipyard.errors import Forbidden, PayloadTooLarge, ShipyardError, Unauthorized
 from shipyard.gateway import validation
-from shipyard.gateway.api import create_api
-from shipyard.gateway.auth import Principal
-from shipyard.gateway.platform import Platform
+from shipyard.gateway.auth import AuthService, Principal
+from shipyard.gateway.service import Gateway
 from shipyard.tracing.otlp import otlp_traces
 from shipyard.tracing.spans import Trace
-from shipyard.web import create_web
 
-log = logging.getLogger("shipyard.gateway")
 JSON = "application/json"
 
 
@@ -66,13 +61,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def create_app(platform: Platform, background_start: bool = False) -> FastPath:
-    """The ASGI app serving ``platform`` (built with :meth:`Platform.build`). ``background_start``:
-    serve probes while the providers start (``shipyard up``); otherwise the lifespan waits for them."""
-    gw = platform.gateway
-    auth = platform.auth
-    limit = platform.settings.max_body_bytes
-    max_inputs = platform.settings.max_embedding_inputs
+@dataclass
+class V1:
+    """The ``/v1`` routes and, among them, the hot POST handlers that FastPath serves directly."""
+
+    hot: Mapping[str, Handler]
+    routes: list[BaseRoute]
+
+
+def v1_routes(gw: Gateway, auth: AuthService, limit: int, max_inputs: int) -> V1:
+    """The gateway's endpoints: chat, completions and embeddings (the hot path), models, OTLP
+    trace ingest and the gateway's own OpenAPI schema. ``limit``: largest request body in bytes;
+    ``max_inputs``: most inputs of one embeddings request."""
 
     def _caller(request: Request, model: Any, kind: str) -> Principal | None:
         """Who may call route ``model``: a key with a role that calls the gateway and a scope that
@@ -171,129 +171,20 @@ def create_app(platform: Platform, background_start: bool = False) -> FastPath:
 
         return _json(gateway_schema())
 
-    async def healthz(request: Request) -> Response:
-        return _json(
-            {"status": "ok", "version": __version__, "uptime_s": round(time.time() - platform.started_at, 1)}
-        )
-
-    async def readyz(request: Request) -> Response:
-        providers: dict[str, dict[str, Any]] = {
-            n: {"ready": h.ok, "detail": h.detail} for n, h in gw.runtime.readiness().items()
-        }
-        # Informational: a started provider whose health check fails (an upstream that is down)
-        # does not make this instance unready, since fallbacks may still serve its routes.
-        for name, h in (await gw.runtime.probe()).items():
-            providers[name]["health"] = {"ok": h.ok, "detail": h.detail}
-        for name, workers in gw.runtime.worker_statuses().items():
-            providers[name]["workers"] = [w.to_dict() for w in workers]
-        ready = platform.store_ok and not platform.starting and all(p["ready"] for p in providers.values())
-        if ready:
-            status = "ready"
-        elif platform.starting:
-            loading = [n for n, p in providers.items() if not p["ready"]]
-            status = (
-                f"starting: waiting for provider(s) {', '.join(loading)} "
-                "(local models load, then answer a self-test)"
-            )
-        else:
-            status = "not ready"
-        body = {
-            "status": status,
-            "store": "ok" if platform.store_ok else "not open",
-            "registry_revision": gw.runtime.revision,
-            "reload_error": platform.reload_error,
-            "providers": providers,
-            "trace_queue": platform.writer.pending,
-            "in_flight": gw.in_flight,
-        }
-        return _json(body, 200 if ready else 503)
-
-    async def metrics(request: Request) -> Response:
-        body, content_type = platform.metrics.render(request.headers.get("accept"))
-        return Response(body, media_type=content_type)
-
-    async def on_shipyard_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ShipyardError)
-        path = request.url.path
-        if path in hot and not exc.__dict__.get("shipyard_traced"):
-            platform.metrics.reject(path, exc.code or exc.type)
-        headers = {}
-        if trace_id := exc.__dict__.get("shipyard_trace_id"):
-            headers["x-shipyard-trace-id"] = trace_id
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            headers["retry-after"] = str(int(retry_after + 0.999))
-        return _json(exc.to_openai(), exc.status, headers)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 404 and exc.detail == "Not Found":
-            message = (
-                f"no endpoint at {request.method} {request.url.path}; the gateway serves "
-                "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models"
-            )
-        elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        else:
-            message = str(exc.detail)
-        err = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
-        return _json(err, exc.status_code, dict(exc.headers or {}))
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        err = {
-            "error": {
-                "message": f"internal error ({type(exc).__name__}); see the server log",
-                "type": "api_error",
-                "param": None,
-                "code": None,
-            }
-        }
-        return _json(err, 500)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await platform.open(background=background_start)
-        # Everything loaded so far (libraries, config, the model) lives as long as the process:
-        # moving it out of the collector's reach keeps full collections short, which is what
-        # otherwise shows up as multi-millisecond stalls in the request latency tail.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
-        finally:
-            await platform.close()
-
-    hot = {
+    hot: dict[str, Handler] = {
         "/v1/chat/completions": chat_completions,
         "/v1/completions": completions,
         "/v1/embeddings": embeddings,
     }
-    routes = [
+    routes: list[BaseRoute] = [
         *(Route(path, handler, methods=["POST"]) for path, handler in hot.items()),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{name:path}", get_model, methods=["GET"]),
         # OTLP/HTTP trace ingest: through the router, not FastPath's `hot` (OTLP errors, not OpenAI's).
         Route("/v1/traces", traces_ingest, methods=["POST"]),
         Route("/v1/openapi.json", gateway_schema, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Mount("/api", app=create_api(platform)),
-        # The dashboard takes every other path, so it must stay the last route.
-        Mount("/", app=create_web(platform)),
     ]
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            ShipyardError: on_shipyard_error,
-            HTTPException: on_http_error,
-            Exception: on_unexpected,
-        },
-    )
-    app.state.platform = platform
-    return FastPath(app, hot, on_shipyard_error, on_unexpected)
+    return V1(hot, routes)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.config.apply import apply, export
+from shipyard.api import deps
 from shipyard.config.loader import read_document
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
+from shipyard.registry.apply import apply, export
 from shipyard.registry.prompts import Prompt, variables_of
 from shipyard.registry.versions import CURRENT, PLURALS, Registry
 from shipyard.store.audit import Actor

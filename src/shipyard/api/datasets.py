@@ -15,8 +15,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
+from shipyard.api import deps
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
 from shipyard.registry import datasets as svc
 from shipyard.store.db import Store
 

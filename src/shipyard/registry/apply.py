@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from shipyard.config.loader import Document, External, LoadedConfig, validate
+from shipyard.config.loader import Document, External, LoadedConfig
 from shipyard.config.schema import ModelConfig, PromptConfig, RouteConfig
 from shipyard.errors import ConfigError
+from shipyard.registry.validation import validate
 from shipyard.registry.versions import CURRENT, Registry, Snapshot, content_hash, spec_yaml
 from shipyard.store.audit import Actor
 

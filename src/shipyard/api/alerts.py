@@ -5,27 +5,23 @@ plain ``def`` handlers (FastAPI runs them in its thread pool)."""
 
 from __future__ import annotations
 
-import math
 import time
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from shipyard.durations import is_duration, parse_duration
+from shipyard.api import deps
+from shipyard.durations import parse_duration
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
 from shipyard.monitoring.service import MonitoringService
 from shipyard.store import alerts as alerts_q
 from shipyard.store import scores as scores_q
 from shipyard.store.db import Store
+from shipyard.times import TIME_HELP, parse_time
 
 router = APIRouter(tags=["monitoring"])
 
 MAX_POINTS = 5000
-_TIME_HELP = "Unix seconds, an ISO 8601 time, or a duration meaning that long ago (`24h`)."
-# 9999-12-31T23:59:59Z: the last time a date can name (and far beyond any stored score).
-MAX_TIME = 253402300799.0
 
 
 def monitoring(request: Request) -> MonitoringService:
@@ -33,30 +29,6 @@ def monitoring(request: Request) -> MonitoringService:
     if service is None:
         raise InvalidRequest("this server runs no monitoring service")
     return service
-
-
-def parse_time(value: str | None, param: str, now: float) -> float | None:
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        t = float(text)
-    except ValueError:
-        if is_duration(text):
-            t = now - parse_duration(text)
-        else:
-            try:
-                t = datetime.fromisoformat(text).timestamp()
-            except ValueError:
-                raise InvalidRequest(
-                    f"`{param}`: `{value}` is not a time; {_TIME_HELP}", param=param
-                ) from None
-    # NaN, infinities and times before 1970 or after 9999 cannot be bucketed into steps.
-    if not (math.isfinite(t) and 0 <= t <= MAX_TIME):
-        raise InvalidRequest(
-            f"`{param}`: `{value}` is not a time between 1970 and 9999; {_TIME_HELP}", param=param
-        )
-    return t
 
 
 def parse_step(value: str | None, since: float, until: float) -> int:
@@ -110,8 +82,8 @@ async def evaluate_alerts(service: MonitoringService = Depends(monitoring)) -> d
 def score_series(
     name: str = Query(description="Scorer name (`GET /api/scores/names` lists them)."),
     route: str | None = Query(None),
-    since: str | None = Query(None, description="Default: 24h before `until`. " + _TIME_HELP),
-    until: str | None = Query(None, description="Default: now. " + _TIME_HELP),
+    since: str | None = Query(None, description="Default: 24h before `until`. " + TIME_HELP),
+    until: str | None = Query(None, description="Default: now. " + TIME_HELP),
     step: str | None = Query(None, description="Seconds or a duration (`5m`); default: ~120 points."),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
@@ -129,7 +101,7 @@ def score_series(
 @router.get("/scores/names", summary="Score names with data (per route): count, average, latest")
 def score_names(
     route: str | None = Query(None),
-    since: str | None = Query(None, description="Only scores since then. " + _TIME_HELP),
+    since: str | None = Query(None, description="Only scores since then. " + TIME_HELP),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
     return {"names": scores_q.names(store, parse_time(since, "since", time.time()), route)}

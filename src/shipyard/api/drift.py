@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.api import deps
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
 from shipyard.monitoring import drift as svc
 from shipyard.store import drift as q
 from shipyard.store.db import Store
+from shipyard.times import LATEST_TIME
 
 router = APIRouter(prefix="/drift", tags=["drift"])
 
@@ -80,10 +81,6 @@ class DriftReportOut(BaseModel):
     metrics: dict[str, float]
 
 
-# 9999-12-31T23:59:59Z: the last time a date can name; reports write their windows as dates.
-_MAX_TIME = 253402300799.0
-
-
 def _check_window(spec: str, field: str, now: float) -> None:
     """A duration window reaches back from now: one of a million days would start before 1970,
     which no trace and no date in the report can hold."""
@@ -91,7 +88,7 @@ def _check_window(spec: str, field: str, now: float) -> None:
     if parsed.kind == "dataset":
         return
     since, until = parsed.bounds(now)
-    if not 0 <= since <= until <= _MAX_TIME:
+    if not 0 <= since <= until <= LATEST_TIME:
         raise InvalidRequest(
             f"`{field}`: the window `{spec}` does not lie between 1970 and 9999; use a shorter duration "
             "or offset, or a time range like `2026-11-01T00:00..2026-11-08T00:00`",

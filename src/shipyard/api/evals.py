@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.api import deps
 from shipyard.errors import InvalidRequest, NotFound
-from shipyard.gateway.api import deps
 from shipyard.gateway.http_headers import REPORT_HEADERS
 from shipyard.settings import Settings
 from shipyard.store.audit import Actor

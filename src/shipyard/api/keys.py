@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from shipyard.api import deps
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import InvalidRequest
-from shipyard.gateway.api import deps
 from shipyard.gateway.auth import Principal
 from shipyard.store import keys
 from shipyard.store.audit import Actor

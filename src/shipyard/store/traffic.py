@@ -15,13 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipyard.content import content_text
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.store import feedback as fb
 from shipyard.store import rollups
 from shipyard.store import traces as tq
 from shipyard.store.db import Store
 from shipyard.store.tables import trace_rollups, trace_scores
-from shipyard.web.common import TimeWindow
+from shipyard.times import TimeWindow
 
 STATUSES = ("ok", "error")
 SOURCES = ("gateway", "otlp")
@@ -191,23 +192,13 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     elif isinstance(value, list) and value:
         if all(isinstance(m, dict) for m in value):
             users = [m for m in value if m.get("role") == "user"] or value
-            text = _content_text(users[-1].get("content"))
+            text = content_text(users[-1].get("content", " "))
         else:
             text = " ".join(str(v) for v in value[:3])
     elif isinstance(value, dict):
-        text = _content_text(value.get("content") or value.get("prompt") or value)
+        text = content_text(value.get("content", " ") or value.get("prompt") or value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(
-            str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content if p is not None
-        )
-    return "" if content is None else str(content)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Monitoring over HTTP: the overview figures (from the rollups), the trace list and one trace,
-and user feedback on traces. The dashboard pages show the same data (``shipyard.web.data``).
+and user feedback on traces. The dashboard pages show the same data (``shipyard.store.traffic``).
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, off the event loop that serves
 ``/v1``.
@@ -12,18 +12,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.gateway.api import deps
+from shipyard.api import deps
 from shipyard.store import feedback as fb
+from shipyard.store import traffic as data
 from shipyard.store.db import Store
-from shipyard.web import data
-from shipyard.web.common import TimeWindow
+from shipyard.times import TIME_HELP, TimeWindow
 
 router = APIRouter(tags=["monitoring"])
 
 # Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
 _BIGINT = 2**63 - 1
 
-_TIME_HELP = "Unix seconds, ISO 8601 (2024-06-03T16:00:00Z) or a duration ago (15m, 2h, 7d)."
 _RANGE_HELP = "A preset window ending now: 15m, 1h, 6h, 24h, 7d, 30d (or any duration like 90m)."
 
 
@@ -63,8 +62,8 @@ class FeedbackOut(BaseModel):
 )
 def overview(
     range: str | None = Query(None, description=_RANGE_HELP),
-    since: str | None = Query(None, description=_TIME_HELP),
-    until: str | None = Query(None, description=_TIME_HELP + " Default: now."),
+    since: str | None = Query(None, description=TIME_HELP),
+    until: str | None = Query(None, description=TIME_HELP + " Default: now."),
     route: str | None = Query(None),
     model: str | None = Query(None),
     source: str | None = Query(None, description="gateway | otlp"),
@@ -92,8 +91,8 @@ def list_traces(
     tag: str | None = Query(None, description="Traces whose tags contain this one."),
     feedback: str | None = Query(None, description="positive | negative | any | none"),
     range: str | None = Query(None, description=_RANGE_HELP),
-    since: str | None = Query(None, description=_TIME_HELP),
-    until: str | None = Query(None, description=_TIME_HELP),
+    since: str | None = Query(None, description=TIME_HELP),
+    until: str | None = Query(None, description=TIME_HELP),
     cursor: str | None = Query(None, description="`older` or `newer` of a previous page."),
     dir: str = Query("older", description="older | newer"),
     limit: str = Query("50", description="1 to 500."),

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shipyard.config.apply import Plan, apply
 from shipyard.config.loader import Document, default_document
 from shipyard.errors import ConfigError
 from shipyard.gateway.auth import AuthService
@@ -20,6 +19,7 @@ from shipyard.gateway.service import Gateway
 from shipyard.monitoring.config import MonitoringConfig, load_monitoring
 from shipyard.monitoring.metrics import Metrics
 from shipyard.monitoring.service import MonitoringService
+from shipyard.registry.apply import Plan, apply
 from shipyard.registry.prompts import RenderLimits, set_render_limits
 from shipyard.registry.versions import Registry
 from shipyard.settings import Settings
