@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("shipyard.tracking",),
     ("shipyard.gateway",),
     ("shipyard.evals",),
+    ("shipyard.redteam",),
     ("shipyard.monitoring",),
     ("shipyard.api", "shipyard.web"),
     ("shipyard.server",),

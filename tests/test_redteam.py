@@ -19,8 +19,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from shipyard import redteam as rt
 from shipyard.cli.redteam import redteam
-from shipyard.guard import redteam as rt
 from shipyard.registry.runs import RunService
 from shipyard.store.db import Store
 from tests.conftest import ThreadServer

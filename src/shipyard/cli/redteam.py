@@ -1,6 +1,6 @@
 """`shipyard redteam`: attack a route with built-in and custom prompt attacks, judge, report.
 
-The engine is :mod:`shipyard.guard.redteam`; this module turns options into a run, shows a progress
+The engine is :mod:`shipyard.redteam`; this module turns options into a run, shows a progress
 bar, records an experiment run (so it shows in `shipyard runs`), prints the summary table and
 sets the exit code for CI (`--fail-above`).
 """
@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from shipyard import redteam as rt
 from shipyard.cli.common import (
     CliTable,
     Col,
@@ -29,8 +30,7 @@ from shipyard.cli.common import (
     print_json,
     resolve,
 )
-from shipyard.guard import redteam as rt
-from shipyard.guard.redteam_attacks import FAMILIES
+from shipyard.redteam.families import FAMILIES
 
 _FAMILY_LIST = ", ".join(FAMILIES)
 

@@ -4,6 +4,6 @@ Public: ``pipeline.GuardPipeline`` (``check_input``, ``check_output``, and the s
 streaming guard uses: ``scan``, ``open_span``, ``close_span``, ``blocked_output``), ``stream``
 (the hold-back window for streamed answers), ``base`` (``Scanner``, ``Finding``, ``ScanContext``:
 the plugin protocol), ``scanners`` and ``pii``/``injection`` (the built-ins), ``normalize`` (the
-one text normaliser with its offset map). ``redteam`` and ``redteam_attacks`` build and judge
-attacks; they call a gateway and are not used by the pipeline.
+one text normaliser with its offset map). Red-teaming, which attacks a route through the
+gateway, is :mod:`shipyard.redteam`, above this package.
 """
