@@ -125,43 +125,40 @@ def store_measurements(url: str, info: dict[str, Any], repeat: int) -> list[dict
     until = time.time()
     route = ROUTES[0].name
     cases: list[tuple[str, str, Callable[[], Any]]] = []
-    try:
-        from shipyard.web import data
-        from shipyard.times import TimeWindow
-    except ImportError:
-        data = None  # a build without the dashboard: the store queries alone
-    if data is not None:
-        for key in ("1h", "6h", "24h", "7d"):
-            window = TimeWindow.parse(key, now=until)
-            cases.append(
-                (
-                    f"store.traffic.overview, range={key}",
-                    "what `/` and `/api/overview` compute",
-                    partial(data.overview, store, window),
-                )
-            )
-        for label, params in (
-            ("no filter", {}),
-            (f"route={route} status=error", {"route": route, "status": "error"}),
-            ("model filter", {"model": "claude-3-5-sonnet-20241022"}),
-            ("text search", {"q": "double charge"}),
-        ):
-            query = data.TraceQuery.parse(params)
-            cases.append(
-                (
-                    f"store.traffic.trace_list, {label}",
-                    "first page of `/traces`",
-                    partial(data.trace_list, store, query),
-                )
-            )
+    from shipyard.store import traffic as data
+    from shipyard.times import TimeWindow
+
+    for key in ("1h", "6h", "24h", "7d"):
+        window = TimeWindow.parse(key, now=until)
         cases.append(
             (
-                "store.traffic.trace_detail",
-                "`/traces/{id}`",
-                partial(data.trace_detail, store, info["sample_trace"]),
+                f"store.traffic.overview, range={key}",
+                "what `/` and `/api/overview` compute",
+                partial(data.overview, store, window),
             )
         )
-    # The chart steps the overview uses for these ranges (web.common.TimeWindow.step).
+    for label, params in (
+        ("no filter", {}),
+        (f"route={route} status=error", {"route": route, "status": "error"}),
+        ("model filter", {"model": "claude-3-5-sonnet-20241022"}),
+        ("text search", {"q": "double charge"}),
+    ):
+        query = data.TraceQuery.parse(params)
+        cases.append(
+            (
+                f"store.traffic.trace_list, {label}",
+                "first page of `/traces`",
+                partial(data.trace_list, store, query),
+            )
+        )
+    cases.append(
+        (
+            "store.traffic.trace_detail",
+            "`/traces/{id}`",
+            partial(data.trace_detail, store, info["sample_trace"]),
+        )
+    )
+    # The chart steps the overview uses for these ranges (times.TimeWindow.step).
     windows = (("1 h", 3600, 60), ("6 h", 6 * 3600, 300), ("24 h", 86400, 3600), ("7 d", 7 * 86400, 3600))
     for label, seconds, step in windows:
         since = until - seconds
