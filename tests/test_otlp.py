@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -33,6 +34,7 @@ from shipyard.providers.mock_upstream import MockUpstream
 from shipyard.store import rollups
 from shipyard.store.db import Store
 from shipyard.store.tables import traces
+from shipyard.store.traces import TRACE_COLUMNS
 from shipyard.tracing import otlp
 from shipyard.tracing.export import encode, parse_headers, traces_url
 from shipyard.tracing.spans import Span as ShipyardSpan
@@ -556,11 +558,10 @@ def rpc_message(r: httpx.Response) -> str:
     """The message of the google.rpc.Status an OTLP error carries, in the request's encoding."""
     if r.headers["content-type"].startswith("application/json"):
         return str(r.json()["message"])
-    from shipyard.tracing.export import _rpc_status_message
-
-    msg = _rpc_status_message(r.content)
-    assert msg is not None
-    return msg
+    status = RpcStatus()
+    status.ParseFromString(r.content)
+    assert status.message
+    return status.message
 
 
 def test_bad_input_gets_the_right_4xx(server: ShipyardServer) -> None:
@@ -676,10 +677,10 @@ def test_summarize_conventions() -> None:
     t = otlp.summarize(tid, [root, failed])
     assert t.status == "error" and t.error == "span `chat a` failed" and t.status_code == 500
     row = otlp.trace_row_of(tid, [root, failed])
-    assert row[otlp.TRACE_COLUMNS.index("status_code")] is None  # no HTTP status was recorded
+    assert row[TRACE_COLUMNS.index("status_code")] is None  # no HTTP status was recorded
 
     # Capture policy applies to ingested prompt attributes and message events.
-    s = otlp._span(
+    s = otlp.span_from_otlp(
         Span(
             trace_id=bytes.fromhex(tid),
             span_id=bytes.fromhex("0000000000000004"),

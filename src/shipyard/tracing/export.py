@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
+from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -300,6 +302,12 @@ class OtlpExporter:
                 self._inflight = 0
 
     def _send(self, batch: list[Trace]) -> None:
+        # A plain loop over `shipyard.retries.backoff` rather than tenacity or stamina: the wait
+        # depends on the answer (Retry-After), the deadline close() sets both cuts waits short and
+        # gives up a retry that could not finish before it, and each outcome has its own counter
+        # and log line. In tenacity that is a retry predicate, a wait, a stop, a sleep, a
+        # before-sleep and an error callback sharing state through the retry state; stamina
+        # brings a backoff formula of its own, which is not Shipyard's one rule.
         body = gzip.compress(encode(batch).SerializeToString(), compresslevel=5)
         n_spans = sum(len(t.spans) for t in batch)
         assert self._client is not None
@@ -360,38 +368,12 @@ class OtlpExporter:
 def _status_message(resp: httpx.Response) -> str:
     """The message of an error answer: a google.rpc.Status (protobuf or JSON) or plain text."""
     if resp.headers.get("content-type", "").startswith("application/x-protobuf"):
-        msg = _rpc_status_message(resp.content)
-        if msg is not None:
-            return msg
+        status = RpcStatus()
+        try:
+            status.ParseFromString(resp.content)
+        except DecodeError:
+            pass
+        else:
+            if status.message:
+                return status.message
     return resp.text[:300].strip() or "(empty body)"
-
-
-def _rpc_status_message(data: bytes) -> str | None:
-    """Field 2 (message) of a serialized google.rpc.Status."""
-    i = 0
-    try:
-        while i < len(data):
-            tag = data[i]
-            i += 1
-            field_no, wire = tag >> 3, tag & 7
-            if wire == 0:
-                while data[i] & 0x80:
-                    i += 1
-                i += 1
-            elif wire == 2:
-                length, shift = 0, 0
-                while True:
-                    b = data[i]
-                    i += 1
-                    length |= (b & 0x7F) << shift
-                    shift += 7
-                    if not b & 0x80:
-                        break
-                if field_no == 2:
-                    return data[i : i + length].decode("utf-8", "replace")
-                i += length
-            else:
-                return None
-    except IndexError:
-        return None
-    return None
