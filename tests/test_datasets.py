@@ -19,7 +19,7 @@ import pytest
 from shipyard.store import traces as tq
 from shipyard.store.db import Store
 from shipyard.tracing.spans import Trace
-from tests.helpers import count_traces, named_key
+from tests.helpers import count_traces, every_page, named_key
 
 CONFIG = """
 providers: [{name: fake, type: mock}]
@@ -145,9 +145,7 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 
 def _examples(server: Any, name: str, version: int | str) -> list[dict[str, Any]]:
     with api(server) as http:
-        r = http.get(f"/datasets/{name}/versions/{version}/examples", params={"limit": 1000})
-        assert r.status_code == 200, r.text
-        return list(r.json()["examples"])
+        return every_page(http, f"/datasets/{name}/versions/{version}/examples", {"limit": 1000})
 
 
 # -- from traces ------------------------------------------------------------------------------------
@@ -327,7 +325,7 @@ def test_content_addressed_versions_and_import_errors_name_the_line(server: Any,
     failed(unknown, "no dataset `no-such-set`; known datasets:", "math")
 
     with api(server) as http:
-        assert [v["version"] for v in http.get("/datasets/math/versions").json()] == [1, 2]
+        assert [v["version"] for v in http.get("/datasets/math/versions").json()["data"]] == [1, 2]
         assert http.get("/datasets/math-broken").status_code == 404
 
 
@@ -438,15 +436,36 @@ def test_api_create_versions_examples_and_errors(server: Any) -> None:
             and got["latest"]["version"] == 3
             and got["description"] == "made over HTTP"
         )
-        assert [v["version"] for v in http.get("/datasets/api-set/versions").json()] == [1, 2, 3]
-        assert "api-set" in [d["name"] for d in http.get("/datasets").json()]
+        assert [v["version"] for v in http.get("/datasets/api-set/versions").json()["data"]] == [1, 2, 3]
+        assert [v["version"] for v in every_page(http, "/datasets/api-set/versions", {"limit": 2})] == [
+            1,
+            2,
+            3,
+        ]
+        assert "api-set" in [d["name"] for d in http.get("/datasets").json()["data"]]
 
-        page = http.get("/datasets/api-set/versions/v1/examples", params={"offset": 100, "limit": 15}).json()
-        assert page["total"] == 120 and page["offset"] == 100 and page["limit"] == 15
-        assert [e["idx"] for e in page["examples"]] == list(range(100, 115))
-        assert page["examples"][0]["input"] == {"n": 100} and page["examples"][0]["expected"] == 10000
-        tail = http.get("/datasets/api-set/versions/1/examples", params={"offset": 115, "limit": 50}).json()
-        assert len(tail["examples"]) == 5
+        first = http.get("/datasets/api-set/versions/v1/examples", params={"limit": 100})
+        assert first.headers["x-shipyard-dataset-version"] == "1"
+        assert first.headers["x-shipyard-dataset-hash"] == v1["hash"]
+        assert [e["idx"] for e in first.json()["data"]] == list(range(100))
+        page = http.get(
+            "/datasets/api-set/versions/v1/examples", params={"cursor": first.json()["next"], "limit": 15}
+        ).json()
+        assert [e["idx"] for e in page["data"]] == list(range(100, 115))
+        assert page["data"][0]["input"] == {"n": 100} and page["data"][0]["expected"] == 10000
+        tail = http.get("/datasets/api-set/versions/1/examples", params={"cursor": page["next"], "limit": 50})
+        assert len(tail.json()["data"]) == 5 and tail.json()["next"] is None
+        # A cursor keeps to the version it started: `latest` (v3 now) finishes v1; v2 refuses it.
+        latest = http.get(
+            "/datasets/api-set/versions/latest/examples", params={"cursor": page["next"], "limit": 50}
+        )
+        assert latest.headers["x-shipyard-dataset-version"] == "1" and latest.json() == tail.json()
+        err = error_of(
+            http.get("/datasets/api-set/versions/2/examples", params={"cursor": page["next"]}), 400
+        )
+        assert err["param"] == "cursor" and "version 1" in err["message"]
+        err = error_of(http.get("/datasets/api-set/versions/1/examples", params={"cursor": "bm9wZQ"}), 400)
+        assert err["param"] == "cursor"
         assert (
             error_of(http.get("/datasets/api-set/versions/1/examples", params={"limit": 0}), 400)["param"]
             == "limit"
@@ -500,7 +519,7 @@ def test_api_create_versions_examples_and_errors(server: Any) -> None:
             http.post("/datasets/api-import/import", params={"format": "xml"}, content="<x/>"), 400
         )
         assert err["param"] == "format"
-        assert len(http.get("/datasets/api-import/versions").json()) == 2
+        assert len(http.get("/datasets/api-import/versions").json()["data"]) == 2
 
         schema = http.get("/openapi.json").json()
         assert (
@@ -587,7 +606,9 @@ def test_api_import_formats_append_and_errors_name_the_line(server: Any) -> None
     err = error_of(post("xml", "<x/>"), 400)
     assert err["param"] == "format"
     with api(server) as http:
-        assert len(http.get("/datasets/qa-api/versions").json()) == 2  # no failed import wrote anything
+        assert (
+            len(http.get("/datasets/qa-api/versions").json()["data"]) == 2
+        )  # no failed import wrote anything
 
 
 # -- the same on PostgreSQL -------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_trace_page_and_feedback_buttons(dashboard: Dashboard) -> None:
         item = page.raw.locator("[data-feedback-list] li").first
         assert "Wrong harbour <b>not bold</b>" in item.inner_text()  # text, never HTML
         assert item.locator("svg.fb-down").count() == 1
-        stored = dashboard.api().get("/feedback", params={"trace_id": tid}).json()
+        stored = dashboard.api().get("/feedback", params={"trace_id": tid}).json()["data"]
         assert [(f["kind"], f["score"], f["comment"]) for f in stored] == [
             ("thumbs", 0.0, "Wrong harbour <b>not bold</b>")
         ]

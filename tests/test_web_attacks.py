@@ -33,7 +33,7 @@ PAYLOAD = (
 
 def keys(server: Any) -> set[str]:
     with server.api() as api:
-        return {k["name"] for k in api.get("/keys", params={"revoked": "true"}).json()}
+        return {k["name"] for k in api.get("/keys", params={"revoked": "true"}).json()["data"]}
 
 
 @contextlib.contextmanager
@@ -123,7 +123,7 @@ def test_a_same_site_page_cannot_forge_changes_with_the_admins_session(
     names = keys(server)
     assert "csrf-admin" not in names
     with server.api() as api:
-        listed = {k["name"]: k for k in api.get("/keys", params={"revoked": "true"}).json()}
+        listed = {k["name"]: k for k in api.get("/keys", params={"revoked": "true"}).json()["data"]}
         assert listed["victim-key"]["revoked_at"] is None
         assert api.get("/datasets/csrf-data").status_code == 404
 

@@ -30,7 +30,10 @@ log = logging.getLogger("shipyard.web")
 
 PAGE_MODULES = (
     "shipyard.web.traffic_pages",  # overview, traces, trace
-    "shipyard.web.registry_pages",  # prompts, datasets, runs, evals
+    "shipyard.web.prompt_pages",  # prompts, and models, routes, providers under /registry
+    "shipyard.web.dataset_pages",  # datasets
+    "shipyard.web.run_pages",  # runs, compare
+    "shipyard.web.eval_pages",  # evals, eval reports
     "shipyard.web.monitor_pages",  # drift, alerts
     "shipyard.web.security_pages",  # login, keys, audit
 )

@@ -28,7 +28,7 @@ from shipyard import __version__
 from shipyard.gateway.auth import csrf_token, session_of
 from shipyard.gateway.http_headers import PAGE_CSP, PAGE_HEADERS
 from shipyard.store.db import Store
-from shipyard.times import fmt_time
+from shipyard.times import finite, fmt_time
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -91,19 +91,9 @@ def static_url(path: str) -> str:
 
 
 # -- formatting filters -----------------------------------------------------------------------------
-def _finite(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def fmt_num(v: Any, digits: int = 0) -> str:
     """12,345 / 1.2M — compact above a million so tiles stay one line."""
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "–"
     if abs(f) >= 1e9:
@@ -115,7 +105,7 @@ def fmt_num(v: Any, digits: int = 0) -> str:
 
 def fmt_ms(v: Any) -> str:
     """Latency: 0.8 ms, 12 ms, 1.25 s, 2.1 min."""
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "–"
     if f < 10:
@@ -128,7 +118,7 @@ def fmt_ms(v: Any) -> str:
 
 
 def fmt_usd(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "–"
     if f == 0:
@@ -141,13 +131,13 @@ def fmt_usd(v: Any) -> str:
 
 
 def fmt_pct(v: Any, digits: int = 1) -> str:
-    f = _finite(v)
+    f = finite(v)
     return "–" if f is None else f"{f * 100:.{digits}f}%"
 
 
 def fmt_rate(v: Any) -> str:
     """Requests per second, readable at low traffic (0.02/s) and high (1,250/s)."""
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "–"
     if f == 0:
@@ -161,7 +151,7 @@ def fmt_rate(v: Any) -> str:
 
 def time_tag(v: Any, style: str = "datetime") -> markupsafe.Markup:
     """``<time data-ts=… data-style=…>`` that the page script shows in local time."""
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return markupsafe.Markup("–")
     iso = datetime.fromtimestamp(f, UTC).isoformat()
@@ -171,7 +161,7 @@ def time_tag(v: Any, style: str = "datetime") -> markupsafe.Markup:
 
 
 def fmt_duration(seconds: Any) -> str:
-    f = _finite(seconds)
+    f = finite(seconds)
     if f is None:
         return "–"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):

@@ -28,7 +28,7 @@ from shipyard.store import drift as drift_q
 from shipyard.store.db import Store
 from shipyard.store.tables import drift_reports
 from shipyard.web.common import blocking, fmt_time, platform_of, render, store_of
-from shipyard.web.registry_pages import int_param
+from shipyard.web.params import int_param
 
 REPORTS_PAGE = 25
 HISTORY_PER_ROUTE = 100
