@@ -1,10 +1,12 @@
 """Eval reports: Markdown for PR comments, JUnit XML checked against a JUnit schema, a
-self-contained HTML page with inline SVG plots, the terminal tables and the side-by-side comparison."""
+self-contained HTML page with inline SVG plots, the terminal tables and the side-by-side comparison,
+and the HTML report as the dashboard and the API serve it, drawn in Chromium."""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Collection
@@ -18,6 +20,11 @@ from rich.console import Console
 
 from shipyard.evals import report
 from shipyard.evals.stats import Comparison, Summary, compare, summarize
+from shipyard.gateway.http_headers import REPORT_CSP
+from tests import web_helpers
+from tests.web_helpers import Dashboard
+
+browser, empty_dashboard = web_helpers.browser, web_helpers.empty_dashboard
 
 XSD = Path(__file__).parent / "data" / "junit.xsd"
 NASTY = "<script>alert(1)</script> | [bold]x[/bold] $x$ `tick`"
@@ -236,6 +243,14 @@ def test_html_is_self_contained_with_inline_plots(
     assert report.render_html(current, comparison, iter(current_lines), title="QA <report>") == page
 
 
+def test_html_escapes_names_drawn_inside_the_plots() -> None:
+    # Target and scorer names come from the suite file; the plots' SVG is inlined as markup.
+    name = "<script>alert(1)</script>&"
+    summary = summarize(run_lines({"case-1"}, target=name), suite="qa")
+    for page in (report.render_html(summary), report.render_compare_html({name: summary})):
+        assert "<script" not in page and "&lt;script&gt;" in page
+
+
 def test_html_caps_failed_cases_and_needs_no_lines(current: Summary) -> None:
     page = report.render_html(current, max_cases=3)
     assert page.count("<svg") == 2  # no comparison, no delta plot
@@ -289,3 +304,51 @@ def test_quality_cost_plot_without_costs_is_empty() -> None:
     summary = summarize([line("a", True, cost_usd=None)])
     assert report.quality_cost_plot(summary.targets) == ""
     assert report.quality_cost_plot(summary.targets, x="latency").startswith("<svg")
+
+
+# Last in the module: Playwright's sync API holds an event loop on the main thread while it runs.
+def test_served_report_draws_in_chromium_under_the_report_csp(empty_dashboard: Dashboard) -> None:
+    """The runner's report.html, served by the dashboard and by the API under REPORT_CSP (sandbox,
+    no script): it loads with no console error or blocked request, and both plots are drawn."""
+    # Every third case expects a code the mock never says: 8 pass, 4 fail.
+    expected = ["" if i % 3 else f"Z{i}X" for i in range(12)]
+    cases = "\n".join(
+        f'    - {{id: q{i}, input: [{{role: user, content: "order {i}"}}], expected: "{e}"}}'
+        for i, e in enumerate(expected)
+    )
+    suite = f"""
+name: served-report
+dataset:
+  cases:
+{cases}
+targets:
+  - route: default
+scorers:
+  - {{type: contains, name: keeps-code}}
+  - {{type: word_count, min: 1}}
+"""
+    server = empty_dashboard.server
+    with server.api(timeout=60) as api:
+        started = api.post("/evals/runs", json={"suite": suite})
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + 60
+        while (detail := api.get(f"/evals/runs/{run_id}").json())["run"]["status"] == "running":
+            assert time.monotonic() < deadline, "the eval run did not finish"
+            time.sleep(0.2)
+    counts = detail["summary"]["targets"]["default"]
+    assert counts["errored"] == 0 and counts["passed"] == 8 and counts["failed"] == 4, counts
+    with empty_dashboard.page() as page:
+        for path in (f"/evals/{run_id}/report.html", f"/api/evals/runs/{run_id}/report.html"):
+            response = page.raw.goto(server.url + path, wait_until="load")
+            assert response is not None and response.status == 200, path
+            assert response.headers["content-security-policy"] == REPORT_CSP
+            assert page.raw.evaluate("document.scripts.length") == 0
+            page.expect_text("Eval: served-report", "Targets", "keeps-code", "Failed and flaky cases", "q0")
+            plots = page.raw.locator("svg.plot")
+            assert plots.count() == 2, path  # pass rates and score distributions; no baseline
+            for i in range(plots.count()):
+                box = plots.nth(i).bounding_box()
+                assert box is not None and box["width"] > 200 and box["height"] > 150, (path, box)
+                web_helpers.assert_not_blank(plots.nth(i).screenshot(), f"{path} plot {i}")
+        page.screenshot("eval-report")

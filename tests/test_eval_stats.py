@@ -135,6 +135,46 @@ def test_mcnemar_large_counts_agree_with_exact_sums() -> None:
         assert mcnemar_exact(b, c) == pytest.approx(_binomial_upper(b, b + c), rel=1e-9)
 
 
+def _wilson_closed_form(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The closed-form Wilson interval that `wilson` computed by hand before it used SciPy."""
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def test_wilson_agrees_with_the_closed_form_on_a_grid() -> None:
+    small = [(k, n, 1.96) for n in range(1, 41) for k in range(n + 1)]
+    large = [(k, n) for n in (99, 250, 1000, 50_000) for k in {0, 1, n // 3, n // 2, n - 1, n}]
+    for k, n, z in small + [(k, n, z) for k, n in large for z in (1.96, 2.576)]:
+        assert wilson(k, n, z) == pytest.approx(_wilson_closed_form(k, n, z), abs=1e-12), (k, n, z)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def _exact_upper_tails(n: int) -> list[float]:
+    """P(X >= b) for every b in 0..n, X ~ Bin(n, 1/2): suffix sums of binomial coefficients in
+    integers, each divided by 2**n once (int / int true division is correctly rounded)."""
+    combs = [math.comb(n, i) for i in range(n + 1)]
+    tails = [0] * (n + 2)
+    for i in range(n, -1, -1):
+        tails[i] = tails[i + 1] + combs[i]
+    return [tails[b] / 2**n for b in range(n + 1)]
+
+
+def test_mcnemar_agrees_with_exact_rational_tails_on_a_grid() -> None:
+    # Every split of up to 80 discordant pairs, and a sample of larger ones: the one-sided tail and
+    # the doubled smaller tail, against sums of binomial coefficients done in exact arithmetic.
+    assert mcnemar_exact(0, 0) == mcnemar_exact(0, 0, "two-sided") == 1.0
+    for n in [*range(1, 81), 500, 999, 1001, 3000]:
+        tails = _exact_upper_tails(n)
+        for b in range(0, n + 1, 1 if n <= 80 else n // 40):
+            upper, lower = tails[b], tails[n - b]  # P(X <= b) = P(X >= n - b) by symmetry
+            assert mcnemar_exact(b, n - b) == pytest.approx(upper, rel=1e-11), (b, n)
+            two = min(1.0, 2 * min(upper, lower))
+            assert mcnemar_exact(b, n - b, "two-sided") == pytest.approx(two, rel=1e-11), (b, n)
+
+
 def test_bootstrap_identical_runs() -> None:
     scores = np.random.default_rng(1).random(200)
     delta, lo, hi, p_worse = paired_bootstrap(scores, scores)

@@ -401,7 +401,12 @@ def test_api_runs_a_suite_and_promotes(shipyard_server: Any, tmp_path: Path) -> 
         time.sleep(0.2)
     assert detail["gate"]["passed"] and detail["summary"]["targets"]["support"]["passed"] == 8
     page = api.get(f"/evals/runs/{run_id}/results", params={"limit": 3}).json()
-    assert page["total"] == 8 and len(page["data"]) == 3
+    assert len(page["data"]) == 3 and page["next"]
+    rest = api.get(f"/evals/runs/{run_id}/results", params={"limit": 5, "cursor": page["next"]}).json()
+    assert len(rest["data"]) == 5 and rest["next"] is None
+    assert page["data"] + rest["data"] == api.get(f"/evals/runs/{run_id}/results").json()["data"]
+    listed = api.get("/evals/runs", params={"limit": 1}).json()
+    assert [r["run_id"] for r in listed["data"]] == [run_id]
     assert "<svg" in api.get(f"/evals/runs/{run_id}/report.html").text
     assert api.get(f"/evals/runs/{run_id}/junit.xml").text.startswith("<?xml")
     bad = api.post("/evals/runs", json={"suite": suite_text(n=2).replace("type: contains", "type: nope")})

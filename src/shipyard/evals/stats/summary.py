@@ -1,9 +1,9 @@
-"""Statistics over eval results: streaming summaries, confidence intervals and baseline comparisons.
+"""Summaries of an eval run: one streaming pass over ``results.jsonl`` into per-target figures.
 
-An eval run writes one :class:`~shipyard.evals.core.ResultLine` per (case, target, repeat) to
-``results.jsonl``; runs can hold tens of thousands of cases, so everything here reads the lines once,
-as a stream, and keeps only small per-case state (a pass count, a score sum, a short explanation for
-failing cases) plus one float per run for the latency percentiles. Whole lines are never kept.
+An eval run writes one :class:`~shipyard.evals.core.ResultLine` per (case, target, repeat); runs can
+hold tens of thousands of cases, so everything here reads the lines once, as a stream, and keeps
+only small per-case state (a pass count, a score sum, a short explanation for failing cases) plus
+one float per run for the latency percentiles. Whole lines are never kept.
 
 Verdicts. A case run N times against a target is
 
@@ -12,11 +12,6 @@ Verdicts. A case run N times against a target is
   pass rate and its confidence interval: counting them as failures would make a nondeterministic
   target look broken, counting them as passes would hide the nondeterminism. The per-case mean
   score (used by the paired bootstrap) still includes every repeat.
-
-Comparisons pair cases by id. A case that passed in the baseline and fails now is a *regression*,
-the reverse an *improvement*; cases flaky on either side are counted apart and do not enter the
-McNemar test (which needs a binary outcome per side). The gate rule is one line: the current run is
-**worse** when the one-sided exact McNemar test (regressions vs improvements) gives p < alpha.
 """
 
 from __future__ import annotations
@@ -33,6 +28,7 @@ import orjson
 
 from shipyard.errors import InvalidRequest
 from shipyard.evals.core import ResultLine
+from shipyard.evals.stats.inference import wilson
 
 Verdict = Literal["pass", "fail", "flaky"]
 VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "flaky")
@@ -41,135 +37,6 @@ HISTOGRAM_BINS = 10  # over [0, 1]: bin i holds values in [i/10, (i+1)/10), the 
 MAX_EXPLANATION_CHARS = 300  # what a summary keeps per failing case; the full text is in results.jsonl
 SUMMARY_FORMAT = "shipyard.eval-summary/1"
 _NUMBER = (int, float)  # a tuple, not `int | float`: that builds a new union object on every call
-COMPARISON_FORMAT = "shipyard.eval-comparison/1"
-
-# Above this many discordant pairs the exact binomial tail is summed in log space: the integer sums
-# stay exact but grow to thousands of digits, and a 50,000-case run would spend seconds on them.
-_EXACT_BINOMIAL_MAX_N = 1000
-
-
-# --------------------------------------------------------------------------------------------------
-# Tests and intervals
-# --------------------------------------------------------------------------------------------------
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a proportion of ``k`` successes in ``n`` trials.
-
-    Chosen over the normal ("Wald") interval because eval suites are often small and pass rates
-    close to 1, where Wald's interval collapses to zero width or leaves [0, 1]. ``n == 0`` gives the
-    uninformative (0, 1).
-    """
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= k <= n:
-        raise ValueError(f"wilson: k={k} must lie in [0, n={n}]")
-    p = k / n
-    z2 = z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def _binomial_tail_ge(k: int, n: int) -> float:
-    """P(X >= k) for X ~ Binomial(n, 1/2)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if n <= _EXACT_BINOMIAL_MAX_N:
-        total = 0
-        term = math.comb(n, k)
-        for i in range(k, n + 1):
-            total += term
-            term = term * (n - i) // (i + 1)
-        return min(1.0, total / (1 << n))  # int / int true division is correctly rounded
-    j = np.arange(1, n + 1, dtype=np.float64)
-    log_comb = np.concatenate(([0.0], np.cumsum(np.log(n - j + 1) - np.log(j))))
-    tail = log_comb[k:]
-    top = float(tail.max())
-    log_p = top + math.log(float(np.exp(tail - top).sum())) - n * math.log(2.0)
-    return min(1.0, math.exp(log_p))
-
-
-def mcnemar_exact(b: int, c: int, alternative: Literal["worse", "two-sided"] = "worse") -> float:
-    """Exact McNemar test on the discordant pairs of a paired comparison.
-
-    ``b`` counts cases that passed in the baseline and fail now (regressions), ``c`` cases that
-    failed before and pass now (improvements). Under the null hypothesis a discordant case is as
-    likely to go either way, so ``b ~ Binomial(b + c, 1/2)``.
-
-    - ``"worse"`` (the default, and what :func:`compare`'s gate uses): the one-sided p-value
-      P(X >= b), i.e. how surprising this many regressions would be if the current run were no worse.
-    - ``"two-sided"``: min(1, 2 * min(P(X >= b), P(X <= b))), for reporting a change either way.
-
-    No discordant pairs (b + c == 0) is no evidence at all: p = 1.
-    """
-    if b < 0 or c < 0:
-        raise ValueError(f"mcnemar_exact: counts must be >= 0 (b={b}, c={c})")
-    n = b + c
-    if n == 0:
-        return 1.0
-    upper = _binomial_tail_ge(b, n)
-    if alternative == "worse":
-        return upper
-    if alternative == "two-sided":
-        lower = _binomial_tail_ge(n - b, n)  # P(X <= b) by symmetry of Binomial(n, 1/2)
-        return min(1.0, 2.0 * min(upper, lower))
-    raise ValueError(f"mcnemar_exact: alternative must be 'worse' or 'two-sided', not {alternative!r}")
-
-
-def paired_bootstrap(
-    baseline: Sequence[float] | np.ndarray,
-    current: Sequence[float] | np.ndarray,
-    n_resamples: int = 10000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float, float, float]:
-    """Paired bootstrap of the mean per-case score difference ``current - baseline``.
-
-    Returns ``(mean_delta, ci_lo, ci_hi, p_worse)``: the observed mean difference, a percentile
-    confidence interval for it, and the share of resampled means below zero (ties at exactly zero
-    count half), i.e. the bootstrap's estimate of the probability that the current run is worse.
-    Identical runs give ``(0, 0, 0, 0.5)``. Both sequences list the same cases in the same order.
-
-    The resampled means come from multinomial counts over the distinct differences when there are
-    few of them (the common case: binary scorers, most cases unchanged), which is exact and cheap;
-    otherwise from index draws in chunks, so memory stays bounded for 50,000-case runs.
-    """
-    b = np.asarray(baseline, dtype=np.float64)
-    c = np.asarray(current, dtype=np.float64)
-    if b.ndim != 1 or b.shape != c.shape:
-        raise ValueError(f"paired_bootstrap: paired 1-d sequences needed, got shapes {b.shape} and {c.shape}")
-    if n_resamples < 1:
-        raise ValueError("paired_bootstrap: n_resamples must be >= 1")
-    n = b.size
-    if n == 0:
-        return (0.0, 0.0, 0.0, 0.5)
-    d = c - b
-    mean_delta = float(d.mean())
-    rng = np.random.default_rng(seed)
-    values, counts = np.unique(d, return_counts=True)
-    if values.size * 4 <= n:
-        draws = rng.multinomial(n, counts / n, size=n_resamples)
-        means = (draws @ values) / n
-    else:
-        means = np.empty(n_resamples, dtype=np.float64)
-        chunk = max(1, 4_000_000 // n)  # ~32 MB of indices per chunk
-        for start in range(0, n_resamples, chunk):
-            stop = min(n_resamples, start + chunk)
-            idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int64)
-            means[start:stop] = d[idx].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [tail, 1.0 - tail])
-    p_worse = (np.count_nonzero(means < 0) + 0.5 * np.count_nonzero(means == 0)) / n_resamples
-    return (mean_delta, float(lo), float(hi), float(p_worse))
-
-
-# --------------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------------
 
 
 def _short(text: str, limit: int = MAX_EXPLANATION_CHARS) -> str:
@@ -177,7 +44,7 @@ def _short(text: str, limit: int = MAX_EXPLANATION_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _opt_float(value: Any) -> float | None:
+def optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
@@ -367,14 +234,14 @@ class TargetSummary:
             errored=int(data["errored"]),
             errored_runs=int(data.get("errored_runs", 0)),
             scorers={str(k): ScorerSummary.from_dict(v) for k, v in data["scorers"].items()},
-            latency_mean_ms=_opt_float(data.get("latency_mean_ms")),
-            latency_p50_ms=_opt_float(data.get("latency_p50_ms")),
-            latency_p95_ms=_opt_float(data.get("latency_p95_ms")),
-            latency_p99_ms=_opt_float(data.get("latency_p99_ms")),
-            ttft_p50_ms=_opt_float(data.get("ttft_p50_ms")),
+            latency_mean_ms=optional_float(data.get("latency_mean_ms")),
+            latency_p50_ms=optional_float(data.get("latency_p50_ms")),
+            latency_p95_ms=optional_float(data.get("latency_p95_ms")),
+            latency_p99_ms=optional_float(data.get("latency_p99_ms")),
+            ttft_p50_ms=optional_float(data.get("ttft_p50_ms")),
             input_tokens=int(data["input_tokens"]),
             output_tokens=int(data["output_tokens"]),
-            cost_usd=_opt_float(data.get("cost_usd")),
+            cost_usd=optional_float(data.get("cost_usd")),
             cached=int(data["cached"]),
             verdicts={str(k): _verdict(v) for k, v in data["verdicts"].items()},
             case_scores={str(k): float(v) for k, v in data["case_scores"].items()},
@@ -634,285 +501,3 @@ def iter_results(path: str | Path) -> Iterator[ResultLine]:
                 yield cast(ResultLine, orjson.loads(raw))
             except orjson.JSONDecodeError as e:
                 raise InvalidRequest(f"{path}:{number}: not a JSON result line ({e})") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# Comparisons
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class CaseChange:
-    """A case whose verdict changed; ``explanation`` says why the failing side failed."""
-
-    case: str
-    explanation: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "explanation": self.explanation}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CaseChange:
-        return cls(case=str(data["case"]), explanation=str(data.get("explanation", "")))
-
-
-@dataclass(slots=True)
-class ScorerDelta:
-    """One scorer's pass rate and mean value on each side (None where a side lacks the scorer)."""
-
-    baseline_pass_rate: float | None
-    current_pass_rate: float | None
-    baseline_mean: float | None
-    current_mean: float | None
-
-    @property
-    def delta_pass_rate(self) -> float | None:
-        if self.baseline_pass_rate is None or self.current_pass_rate is None:
-            return None
-        return self.current_pass_rate - self.baseline_pass_rate
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "baseline_pass_rate": self.baseline_pass_rate,
-            "current_pass_rate": self.current_pass_rate,
-            "baseline_mean": self.baseline_mean,
-            "current_mean": self.current_mean,
-            "delta_pass_rate": self.delta_pass_rate,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ScorerDelta:
-        return cls(
-            baseline_pass_rate=_opt_float(data.get("baseline_pass_rate")),
-            current_pass_rate=_opt_float(data.get("current_pass_rate")),
-            baseline_mean=_opt_float(data.get("baseline_mean")),
-            current_mean=_opt_float(data.get("current_mean")),
-        )
-
-
-@dataclass(slots=True)
-class Comparison:
-    """The current run of a target against a baseline run, case by case.
-
-    ``worse`` is the gate: one-sided exact McNemar p (regressions vs improvements) < ``alpha``.
-    ``reason`` is one line a CI gate can print.
-    """
-
-    target: str
-    baseline_target: str
-    alpha: float
-    regressions: list[CaseChange]
-    improvements: list[CaseChange]
-    unchanged_pass: int
-    unchanged_fail: int
-    flaky: int  # common cases flaky on either side: not in the McNemar test
-    only_baseline: list[str]
-    only_current: list[str]
-    mcnemar_p_worse: float
-    mcnemar_p_two_sided: float
-    score_delta: float  # paired bootstrap over per-case mean scores of the common cases
-    score_ci_low: float
-    score_ci_high: float
-    score_p_worse: float
-    baseline_pass_rate: float
-    current_pass_rate: float
-    scorers: dict[str, ScorerDelta]
-    worse: bool
-    reason: str
-
-    @property
-    def delta_pass_rate(self) -> float:
-        return self.current_pass_rate - self.baseline_pass_rate
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": COMPARISON_FORMAT,
-            "target": self.target,
-            "baseline_target": self.baseline_target,
-            "alpha": self.alpha,
-            "regressions": [r.to_dict() for r in self.regressions],
-            "improvements": [r.to_dict() for r in self.improvements],
-            "unchanged_pass": self.unchanged_pass,
-            "unchanged_fail": self.unchanged_fail,
-            "flaky": self.flaky,
-            "only_baseline": list(self.only_baseline),
-            "only_current": list(self.only_current),
-            "mcnemar_p_worse": self.mcnemar_p_worse,
-            "mcnemar_p_two_sided": self.mcnemar_p_two_sided,
-            "score_delta": self.score_delta,
-            "score_ci_low": self.score_ci_low,
-            "score_ci_high": self.score_ci_high,
-            "score_p_worse": self.score_p_worse,
-            "baseline_pass_rate": self.baseline_pass_rate,
-            "current_pass_rate": self.current_pass_rate,
-            "delta_pass_rate": self.delta_pass_rate,
-            "scorers": {name: s.to_dict() for name, s in self.scorers.items()},
-            "worse": self.worse,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        if data.get("format") != COMPARISON_FORMAT:
-            raise InvalidRequest(
-                f"not an eval comparison (format {data.get('format')!r}, expected {COMPARISON_FORMAT!r})"
-            )
-        return cls(
-            target=str(data["target"]),
-            baseline_target=str(data["baseline_target"]),
-            alpha=float(data["alpha"]),
-            regressions=[CaseChange.from_dict(r) for r in data["regressions"]],
-            improvements=[CaseChange.from_dict(r) for r in data["improvements"]],
-            unchanged_pass=int(data["unchanged_pass"]),
-            unchanged_fail=int(data["unchanged_fail"]),
-            flaky=int(data["flaky"]),
-            only_baseline=[str(x) for x in data["only_baseline"]],
-            only_current=[str(x) for x in data["only_current"]],
-            mcnemar_p_worse=float(data["mcnemar_p_worse"]),
-            mcnemar_p_two_sided=float(data["mcnemar_p_two_sided"]),
-            score_delta=float(data["score_delta"]),
-            score_ci_low=float(data["score_ci_low"]),
-            score_ci_high=float(data["score_ci_high"]),
-            score_p_worse=float(data["score_p_worse"]),
-            baseline_pass_rate=float(data["baseline_pass_rate"]),
-            current_pass_rate=float(data["current_pass_rate"]),
-            scorers={str(k): ScorerDelta.from_dict(v) for k, v in data["scorers"].items()},
-            worse=bool(data["worse"]),
-            reason=str(data["reason"]),
-        )
-
-
-def _pick_targets(
-    baseline: Summary, current: Summary, target: str | None, baseline_target: str | None
-) -> tuple[str, str]:
-    if target is not None or baseline_target is not None:
-        cur = current.target(target if target is not None else baseline_target)
-        base = baseline.target(baseline_target if baseline_target is not None else target)
-        return base.target, cur.target
-    if len(baseline.targets) == 1 and len(current.targets) == 1:
-        # One target each: compare them even if the names differ (e.g. a new model vs the old one).
-        return next(iter(baseline.targets)), next(iter(current.targets))
-    raise InvalidRequest(
-        f"the baseline has targets {', '.join(baseline.targets) or 'none'} and the current run "
-        f"{', '.join(current.targets) or 'none'}; name the target to compare"
-    )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _case_list(changes: Sequence[CaseChange], limit: int = 10) -> str:
-    names = ", ".join(c.case for c in changes[:limit])
-    return names + (f" and {len(changes) - limit} more" if len(changes) > limit else "")
-
-
-def compare(
-    baseline: Summary,
-    current: Summary,
-    target: str | None = None,
-    alpha: float = 0.05,
-    *,
-    baseline_target: str | None = None,
-    n_resamples: int = 10000,
-    seed: int = 0,
-) -> Comparison:
-    """Compare one target of ``current`` with a target of ``baseline``, case by case.
-
-    ``target`` names the current run's target and ``baseline_target`` the baseline's (default: the
-    same name, so a renamed target can still be compared). With neither, each summary must have
-    exactly one target (their names may differ).
-
-    Gate rule: ``worse`` is True exactly when the one-sided exact McNemar p-value
-    (:func:`mcnemar_exact` with b = regressions, c = improvements) is below ``alpha``. That already
-    requires more regressions than improvements, so a run that trades one fixed case for one broken
-    case never fails the gate, and neither does a single regression on its own (p = 0.5). The
-    bootstrap on mean scores and the pass-rate delta are reported alongside, for people, not used by
-    the gate: a gate with one rule is one a team can reason about.
-    """
-    base_name, cur_name = _pick_targets(baseline, current, target, baseline_target)
-    base = baseline.targets[base_name]
-    cur = current.targets[cur_name]
-    cur_failures = {f.case: f.explanation for f in cur.failures}
-    base_failures = {f.case: f.explanation for f in base.failures}
-
-    regressions: list[CaseChange] = []
-    improvements: list[CaseChange] = []
-    unchanged_pass = unchanged_fail = flaky = 0
-    only_current: list[str] = []
-    base_scores: list[float] = []
-    cur_scores: list[float] = []
-    for case_id, now in cur.verdicts.items():
-        before = base.verdicts.get(case_id)
-        if before is None:
-            only_current.append(case_id)
-            continue
-        base_scores.append(base.case_scores.get(case_id, 0.0))
-        cur_scores.append(cur.case_scores.get(case_id, 0.0))
-        if before == "flaky" or now == "flaky":
-            flaky += 1
-        elif before == now:
-            if now == "pass":
-                unchanged_pass += 1
-            else:
-                unchanged_fail += 1
-        elif before == "pass":
-            regressions.append(CaseChange(case_id, cur_failures.get(case_id, "")))
-        else:
-            improvements.append(CaseChange(case_id, base_failures.get(case_id, "")))
-    only_baseline = [c for c in base.verdicts if c not in cur.verdicts]
-
-    b, c = len(regressions), len(improvements)
-    p_worse = mcnemar_exact(b, c, "worse")
-    p_two = mcnemar_exact(b, c, "two-sided")
-    delta, lo, hi, boot_p = paired_bootstrap(base_scores, cur_scores, n_resamples=n_resamples, seed=seed)
-    worse = p_worse < alpha
-
-    rates = f"pass rate {_pct(base.pass_rate)} -> {_pct(cur.pass_rate)}"
-    counts = f"{_plural(b, 'regression')} vs {_plural(c, 'improvement')}"
-    if worse:
-        reason = f"{counts} (McNemar p={p_worse:.3g} < {alpha:g}; {rates}): {_case_list(regressions)}"
-    elif b:
-        reason = (
-            f"{counts}, not significant (McNemar p={p_worse:.3g} >= {alpha:g}; {rates}): "
-            f"{_case_list(regressions)}"
-        )
-    else:
-        reason = f"no regressions, {_plural(c, 'improvement')} ({rates})"
-
-    scorers = {
-        name: ScorerDelta(
-            baseline_pass_rate=base.scorers[name].pass_rate if name in base.scorers else None,
-            current_pass_rate=cur.scorers[name].pass_rate if name in cur.scorers else None,
-            baseline_mean=base.scorers[name].mean if name in base.scorers else None,
-            current_mean=cur.scorers[name].mean if name in cur.scorers else None,
-        )
-        for name in dict.fromkeys([*base.scorers, *cur.scorers])
-    }
-    return Comparison(
-        target=cur_name,
-        baseline_target=base_name,
-        alpha=alpha,
-        regressions=regressions,
-        improvements=improvements,
-        unchanged_pass=unchanged_pass,
-        unchanged_fail=unchanged_fail,
-        flaky=flaky,
-        only_baseline=only_baseline,
-        only_current=only_current,
-        mcnemar_p_worse=p_worse,
-        mcnemar_p_two_sided=p_two,
-        score_delta=delta,
-        score_ci_low=lo,
-        score_ci_high=hi,
-        score_p_worse=boot_p,
-        baseline_pass_rate=base.pass_rate,
-        current_pass_rate=cur.pass_rate,
-        scorers=scorers,
-        worse=worse,
-        reason=reason,
-    )
