@@ -81,3 +81,19 @@ def csrf_token(page: str) -> str:
     marker = 'name="csrf-token" content="'
     assert marker in page, "not a dashboard page (no csrf-token meta tag)"
     return page.split(marker, 1)[1].split('"', 1)[0]
+
+
+def every_page(api: httpx.Client, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of an `/api` list, following `next` page after page."""
+    seen: list[Any] = []
+    cursor = None
+    for _ in range(1000):
+        r = api.get(path, params={**(params or {}), **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"data", "next"}, body
+        seen += body["data"]
+        cursor = body["next"]
+        if cursor is None:
+            return seen
+    raise AssertionError(f"the pages of {path} did not end")

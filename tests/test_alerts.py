@@ -90,7 +90,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condi
 
 def rules_by_name(server: Any) -> dict[str, dict[str, Any]]:
     body = httpx.get(server.url + "/api/alerts", headers=server.headers).json()
-    return {r["name"]: r for r in body["rules"]}
+    return {r["name"]: r for r in body["data"]}
 
 
 # -- synthetic traffic for drift --------------------------------------------------------------------
@@ -332,8 +332,8 @@ def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_res
     assert len(receiver.received) == 2
 
     body = httpx.get(server.url + "/api/alerts", headers=server.headers).json()
-    assert body["rules"][0]["state"] == "inactive"
-    (event,) = body["events"]
+    assert body["data"][0]["state"] == "inactive" and body["next"] is None
+    (event,) = httpx.get(server.url + "/api/alerts/events", headers=server.headers).json()["data"]
     assert event["state"] == "resolved" and event["rule"] == "high-error-rate"
     assert [d["event"] for d in event["deliveries"] if d["channel"].startswith("webhook")] == [
         "firing",
@@ -342,7 +342,7 @@ def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_res
     events = httpx.get(
         server.url + "/api/alerts/events", params={"limit": 5, "state": "resolved"}, headers=server.headers
     )
-    assert [e["id"] for e in events.json()["events"]] == [event["id"]]
+    assert [e["id"] for e in events.json()["data"]] == [event["id"]]
 
     listed = shipyard_cli(
         "alerts", "list", "--json", "--home", str(server.home), "-c", str(server.config_path)

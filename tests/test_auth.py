@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from shipyard.store import audit
 from shipyard.store.db import Store
 from tests.conftest import ShipyardServer, make_key
-from tests.helpers import csrf_token
+from tests.helpers import csrf_token, every_page
 
 CONFIG = """
 providers: [{name: mock, type: mock, echo: true}]
@@ -101,8 +101,9 @@ def test_keys_are_hashed_shown_once_and_shaped_like_openai(server: ShipyardServe
     assert re.fullmatch(r"sk-shp-[A-Za-z0-9]{40}", secret)
     assert secret.startswith(created["prefix"]) and len(created["prefix"]) < 20
     with server.api() as api:
-        listed = api.get("/keys").json()
+        listed = api.get("/keys").json()["data"]
         one = api.get(f"/keys/{created['id']}").json()
+        assert every_page(api, "/keys", {"limit": 1}) == listed  # oldest first, one per page
     assert all("key" not in k for k in listed) and "key" not in one
     assert {k["id"] for k in listed} >= {created["id"]}
     # The store holds a SHA-256, never the secret.
@@ -211,6 +212,7 @@ def test_revoked_key_gets_401_through_the_api_and_the_cli(server: ShipyardServer
     assert status == 401
     with server.api() as api:
         revokes = api.get("/audit", params={"action": "key.revoke"}).json()["data"]
+        assert every_page(api, "/audit", {"action": "key.revoke", "limit": 1}) == revokes
     assert {e["target"] for e in revokes} == {f"key:{first['id']}", f"key:{second['id']}"}
     assert all(e["before"]["revoked_at"] is None and e["after"]["revoked_at"] for e in revokes)
 

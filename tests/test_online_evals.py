@@ -155,12 +155,17 @@ def test_online_evals_score_sampled_live_traffic_off_the_request_path(
         assert all(p["avg"] == 1.0 and p["pass_rate"] == 1.0 for p in body["points"])
         assert body["step"] >= 1 and body["since"] < body["until"]
 
-        names = api.get("/scores/names").json()["names"]
+        names = api.get("/scores/names").json()["data"]
+        one_by_one = [api.get("/scores/names", params={"limit": 1}).json()]
+        while one_by_one[-1]["next"]:
+            cursor = one_by_one[-1]["next"]
+            one_by_one.append(api.get("/scores/names", params={"limit": 1, "cursor": cursor}).json())
+        assert [n for page in one_by_one for n in page["data"]] == names
         assert {(n["name"], n["route"], n["count"]) for n in names} == {
             (name, "api", 6) for name in ("is_json", "contains", "has-items", "llm_judge", "slow")
         }
         per_trace = api.get(f"/scores/trace/{ids[0]}").json()
-        assert len(per_trace["scores"]) == 5
+        assert len(per_trace["data"]) == 5 and per_trace["next"] is None
 
         status = api.get("/monitoring").json()["online_evals"]
         by_name = {e["name"]: e for e in status["evals"]}

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import api_as, named_key, wait_trace
+from tests.helpers import api_as, every_page, named_key, wait_trace
 
 CONFIG = """
 providers:
@@ -373,7 +373,7 @@ def test_admin_api(shipyard_server: Any) -> None:
     # Changes are recorded under the calling key's name.
     user = named_key(server, "api-user")
     api = api_as(server, user, timeout=10)
-    listed = api.get("/prompts").json()
+    listed = api.get("/prompts").json()["data"]
     assert listed[0]["name"] == "support" and listed[0]["aliases"] == {"current": 1, "production": 1}
     spec = {"messages": [{"role": "user", "content": "v2: {{ question }} at {{ company }}"}]}
     created = api.post("/prompts", json={"name": "support", "spec": spec, "message": "shorter"}).json()
@@ -383,7 +383,13 @@ def test_admin_api(shipyard_server: Any) -> None:
         and created["variables"] == ["company", "question"]
     )
     assert api.post("/prompts", json={"name": "support", "spec": spec}).json()["status"] == "unchanged"
-    assert [v["version"] for v in api.get("/prompts/support/versions").json()] == [1, 2]
+    assert [v["version"] for v in api.get("/prompts/support/versions").json()["data"]] == [1, 2]
+    one = api.get("/prompts/support/versions", params={"limit": 1}).json()
+    assert [v["version"] for v in one["data"]] == [1] and one["next"]
+    two = api.get("/prompts/support/versions", params={"limit": 1, "cursor": one["next"]}).json()
+    assert [v["version"] for v in two["data"]] == [2] and two["next"] is None
+    wrong = api.get("/models/x/versions", params={"cursor": one["next"]})  # another list's cursor
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "cursor"
     moved = api.put("/prompts/support/aliases/production", json={"version": "v2", "reason": "ship it"}).json()
     assert (moved["from_version"], moved["to_version"], moved["actor"]) == (1, 2, user.actor)
     assert api.get("/prompts/support", params={"ref": "production"}).json()["version"] == 2
@@ -392,7 +398,7 @@ def test_admin_api(shipyard_server: Any) -> None:
     back = api.post("/prompts/support/aliases/production/rollback", json={"reason": "oops"}).json()
     assert back["to_version"] == 1
     assert [
-        e["reason"] for e in api.get("/prompts/support/history", params={"alias": "production"}).json()
+        e["reason"] for e in every_page(api, "/prompts/support/history", {"alias": "production", "limit": 2})
     ] == ["declared in config", "ship it", "oops"]
     diff = api.get("/prompts/support/diff", params={"from": "v1", "to": "v2"}).json()
     assert diff["from"] == "support@v1" and diff["to"] == "support@v2"

@@ -507,7 +507,11 @@ def test_api_create_log_get_compare(server: Any) -> None:
     patched = api.patch(f"/runs/{a['run_id']}", json={"status": "finished", "notes": "good"}).json()
     assert patched["status"] == "finished" and patched["notes"] == "good"
     listed = api.get("/runs", params={"experiment": "api", "tag": "stage=dev"}).json()
-    assert listed["total"] == 1 and listed["data"][0]["run_id"] == a["run_id"]
+    assert [r["run_id"] for r in listed["data"]] == [a["run_id"]] and listed["next"] is None
+    newest = api.get("/runs", params={"experiment": "api", "limit": 1}).json()
+    older = api.get("/runs", params={"experiment": "api", "limit": 1, "cursor": newest["next"]}).json()
+    assert [r["run_id"] for r in newest["data"] + older["data"]] == [b["run_id"], a["run_id"]]
+    assert older["next"] is None
     children = api.get("/runs", params={"parent": a["run_id"]}).json()
     assert [r["run_id"] for r in children["data"]] == [b["run_id"]]
 

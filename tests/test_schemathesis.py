@@ -5,6 +5,8 @@ the schema. Bounded and seeded, so a run takes about a minute and finds the same
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -196,6 +198,13 @@ def _every_operation_tested(schema: BaseSchema, outcome: Outcome) -> None:
 
 
 BIG = 2**70  # beyond the store's 64-bit integers and the JSON encoder's
+
+
+def cursor(*position: Any) -> str:
+    """A cursor as the API writes them (base64url JSON), holding whatever position a test needs."""
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
 BIG_VERSION_SUITE = f"""
 name: a
 dataset: {{registry: "questions@v{BIG}"}}
@@ -205,11 +214,22 @@ scorers: [{{type: contains}}]
 # Inputs that answered 500 before they were validated (found by schemathesis and by hand): each must
 # now be a 4xx in the error shape, naming the field.
 EDGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
-    ("GET", "/drift", {"params": {"offset": BIG}}),
+    ("GET", "/drift", {"params": {"limit": BIG}}),
     ("GET", f"/drift/{BIG}", {}),
-    ("GET", "/runs", {"params": {"offset": BIG}}),
-    ("GET", "/feedback", {"params": {"before_id": BIG}}),
-    ("GET", "/datasets/questions/versions/1/examples", {"params": {"offset": BIG}}),
+    ("GET", "/runs", {"params": {"limit": BIG}}),
+    ("GET", "/feedback", {"params": {"limit": BIG}}),
+    ("GET", "/datasets/questions/versions/1/examples", {"params": {"limit": BIG}}),
+    # Cursors that were edited: numbers beyond 64 bits, another list's, not base64, not JSON.
+    ("GET", "/feedback", {"params": {"cursor": cursor("feedback", BIG)}}),
+    ("GET", "/audit", {"params": {"cursor": cursor("audit", -BIG)}}),
+    ("GET", "/runs", {"params": {"cursor": cursor("runs", "x", "y")}}),
+    ("GET", "/datasets/questions/versions/1/examples", {"params": {"cursor": cursor("examples", 1, BIG)}}),
+    ("GET", "/datasets/questions/versions/1/examples", {"params": {"cursor": cursor("examples", BIG, 0)}}),
+    ("GET", "/datasets/questions/versions/latest/examples", {"params": {"cursor": cursor("examples", 0, 0)}}),
+    ("GET", "/prompts/support/history", {"params": {"cursor": cursor("prompt-history", -1)}}),
+    ("GET", "/traces", {"params": {"cursor": cursor("runs", 1.5, "ab")}}),
+    ("GET", "/traces", {"params": {"cursor": "!!!"}}),
+    ("GET", "/traces", {"params": {"cursor": "bm90IGpzb24"}}),
     ("GET", f"/datasets/questions/versions/{BIG}/examples", {}),
     ("GET", "/datasets/questions/export", {"params": {"version": f"v{BIG}"}}),
     ("GET", "/prompts/support", {"params": {"ref": f"v{BIG}"}}),
@@ -245,9 +265,8 @@ EDGE_CASES: list[tuple[str, str, dict[str, Any]]] = [
 
 def test_admin_api_survives_schemathesis(shipyard_server: Any) -> None:
     server = _start(shipyard_server)
-    # FastAPI documents the success answers precisely (from the response models) but not the 4xx
-    # ones the handlers choose, so status codes are not checked here; the bodies of successes are.
-    checks = ["not_a_server_error", "response_schema_conformance"]
+    # Every answer, 4xx included, is in the schema (shipyard.api.openapi) with its body's shape.
+    checks = ["not_a_server_error", "status_code_conformance", "response_schema_conformance"]
     schema = schemathesis.openapi.from_url(
         server.url + "/api/openapi.json", config=_config(server.url + "/api", checks), headers=AUTH
     )
@@ -263,6 +282,8 @@ def test_admin_api_survives_schemathesis(shipyard_server: Any) -> None:
             assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
             error = r.json()["error"]
             assert error["message"] and error["type"] == "invalid_request_error", (method, path, error)
+            if "cursor" in kwargs.get("params", {}):
+                assert error["param"] == "cursor", (method, path, error)
     assert "Traceback" not in server.log()
 
 

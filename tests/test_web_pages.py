@@ -136,7 +136,7 @@ def wait_eval(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str,
 def wait_alert(api: httpx.Client, rule: str, state: str, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        rules = {r["name"]: r for r in api.get("/alerts", params={"limit": 0}).json()["rules"]}
+        rules = {r["name"]: r for r in api.get("/alerts").json()["data"]}
         if rules[rule]["state"] == state:
             return dict(rules[rule])
         assert time.monotonic() < deadline, f"alert `{rule}` is {rules[rule]['state']}, not {state}"

@@ -26,6 +26,7 @@ TIME_HELP = (
 
 
 def finite(v: Any) -> float | None:
+    """``v`` as a finite float, or None (None, booleans, text that is not a number, NaN, ±inf)."""
     if v is None or isinstance(v, bool):
         return None
     try:

@@ -1,6 +1,8 @@
 """The admin API under ``/api``: JSON for the registry, datasets and runs, documented in the
 OpenAPI schema at ``/api/openapi.json``. Routers are thin: each calls the service layer in
-``shipyard.registry``; errors use the same ``{"error": {...}}`` shape as the gateway."""
+``shipyard.registry`` or a query module in ``shipyard.store``. Lists answer one envelope with cursor
+pagination (``api/pages.py``); errors use the same ``{"error": {...}}`` shape as the gateway, and
+the schema documents every one of them (``api/openapi.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shipyard import __version__
 from shipyard.api.body_limit import BodyLimit
 from shipyard.api.deps import authorize
+from shipyard.api.openapi import document_errors
 from shipyard.errors import ShipyardError, error_json
 from shipyard.gateway.auth import CsrfGuard
 from shipyard.gateway.http_headers import API_HEADERS, DefaultHeaders
@@ -46,7 +49,11 @@ def create_api(platform: Any) -> FastAPI:
     api = FastAPI(
         title="Shipyard admin API",
         version=__version__,
-        description="Versioned prompts, model configs, routes and providers; datasets; experiment runs.",
+        description="Versioned prompts, model configs, routes and providers; datasets; experiment runs; "
+        "traces, monitoring, keys and the audit log. Every list answers "
+        '`{"data": [...], "next": "<cursor>" | null}`: send `next` back as `cursor` (with the same '
+        "filters) for the following page. Every error answers "
+        '`{"error": {"message", "type", "param", "code"}}`.',
         docs_url=None,  # Swagger UI loads its assets from a CDN; the schema is at /api/openapi.json
         redoc_url=None,
         dependencies=[Depends(authorize)],
@@ -102,4 +109,11 @@ def create_api(platform: Any) -> FastAPI:
 
     for name in ROUTERS:
         api.include_router(importlib.import_module(name).router)
+
+    def schema() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = document_errors(FastAPI.openapi(api))
+        return api.openapi_schema
+
+    api.openapi = schema  # type: ignore[method-assign]
     return api

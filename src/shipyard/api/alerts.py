@@ -1,4 +1,4 @@
-"""``/api/alerts``, ``/api/scores`` and ``/api/monitoring``: alert rules with their live state and
+"""``/api/alerts``, ``/api/scores`` and ``/api/monitoring``: alert rules with their live state, and
 their episodes, evaluation on demand, online-eval scores over time (for charts) and per trace, and
 the status of the background monitoring (online evals, scheduled drift checks). Store reads are
 plain ``def`` handlers (FastAPI runs them in its thread pool)."""
@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import Page
 from shipyard.durations import parse_duration
 from shipyard.errors import InvalidRequest
 from shipyard.monitoring.service import MonitoringService
@@ -51,26 +53,44 @@ def parse_step(value: str | None, since: float, until: float) -> int:
 
 
 # -- alerts -----------------------------------------------------------------------------------------
-@router.get("/alerts", summary="Alert rules with their current state, and the latest episodes")
+@router.get(
+    "/alerts",
+    response_model=Page[dict[str, Any]],
+    summary="Alert rules with their current state, by name",
+    description="Each rule with `state`, `value`, `since`, `last_evaluated` and `error`. Its "
+    "episodes are at `GET /api/alerts/events`.",
+    responses=errors(400, notes={400: "This server runs no monitoring service."}),
+)
 def list_alerts(
-    limit: int = Query(20, ge=0, le=1000, description="How many recent episodes to include."),
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
     service: MonitoringService = Depends(monitoring),
-    store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
-    return {"rules": service.rules(), "events": alerts_q.list_events(store, limit) if limit else []}
+    position = pages.decode(cursor, "alerts", (str, str))
+    return pages.page_after(
+        service.rules(), lambda r: (r["name"], r["fingerprint"]), position, limit, "alerts"
+    )
 
 
-@router.get("/alerts/events", summary="Alert episodes (firing, resolved), newest first")
+@router.get("/alerts/events", response_model=Page[dict[str, Any]], summary="Alert episodes, newest first")
 def alert_events(
-    limit: int = Query(50, ge=1, le=1000),
     rule: str | None = Query(None, description="Only this rule's episodes."),
     state: Literal["firing", "resolved"] | None = Query(None),
+    limit: int = pages.limit_query(50, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
-    return {"events": alerts_q.list_events(store, limit, rule=rule, state=state)}
+    position = pages.decode(cursor, "alert-events", (float, int))
+    before = (position[0], position[1]) if position else None
+    events = alerts_q.list_events(store, limit + 1, rule=rule, state=state, before=before)
+    return pages.page(events, limit, "alert-events", lambda e: (e["started_at"], e["id"]))
 
 
-@router.post("/alerts/evaluate", summary="Evaluate every alert rule now (notifications go out as usual)")
+@router.post(
+    "/alerts/evaluate",
+    summary="Evaluate every alert rule now (notifications go out as usual)",
+    responses=errors(400, notes={400: "No monitoring service, or it is starting or stopping."}),
+)
 async def evaluate_alerts(service: MonitoringService = Depends(monitoring)) -> dict[str, Any]:
     if not service.started:
         raise InvalidRequest("monitoring is not running (the server is starting or stopping)")
@@ -98,21 +118,47 @@ def score_series(
     return {"name": name, "route": route, "since": start, "until": end, "step": width, "points": points}
 
 
-@router.get("/scores/names", summary="Score names with data (per route): count, average, latest")
+@router.get(
+    "/scores/names",
+    response_model=Page[dict[str, Any]],
+    summary="Score names with data (per route): count, average, latest",
+)
 def score_names(
     route: str | None = Query(None),
     since: str | None = Query(None, description="Only scores since then. " + TIME_HELP),
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
-    return {"names": scores_q.names(store, parse_time(since, "since", time.time()), route)}
+    position = pages.decode(cursor, "score-names", (str, str))
+    after = (position[0], position[1]) if position else None
+    start = parse_time(since, "since", time.time())
+    rows = scores_q.names(store, start, route, after=after, limit=limit + 1)
+    return pages.page(rows, limit, "score-names", lambda r: (r["name"], r["route"] or ""))
 
 
-@router.get("/scores/trace/{trace_id}", summary="Every score attached to one trace")
-def trace_scores(trace_id: str, store: Store = Depends(deps.store)) -> dict[str, Any]:
-    return {"trace_id": trace_id, "scores": scores_q.scores_for_trace(store, trace_id)}
+@router.get(
+    "/scores/trace/{trace_id}",
+    response_model=Page[dict[str, Any]],
+    summary="The scores attached to one trace, in the order they were recorded",
+)
+def trace_scores(
+    trace_id: str,
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "trace-scores", (int,))
+    after_id = position[0] if position else None
+    rows = scores_q.scores_for_trace(store, trace_id, after_id=after_id, limit=limit + 1)
+    return pages.page(rows, limit, "trace-scores", lambda r: (r["id"],))
 
 
 # -- status -----------------------------------------------------------------------------------------
-@router.get("/monitoring", summary="Online evals, scheduled drift checks and alert rules at a glance")
+@router.get(
+    "/monitoring",
+    summary="Online evals, scheduled drift checks and alert rules at a glance",
+    responses=errors(400, notes={400: "This server runs no monitoring service."}),
+)
 def monitoring_status(service: MonitoringService = Depends(monitoring)) -> dict[str, Any]:
     return service.status()

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.pages import Page
 from shipyard.store import audit
 from shipyard.store.db import Store
 from shipyard.times import parse_time
@@ -29,22 +30,18 @@ class AuditEntry(BaseModel):
     source: str | None
 
 
-class AuditPage(BaseModel):
-    data: list[AuditEntry]
-    next_before_id: int | None
-
-
-@router.get("", response_model=AuditPage, summary="Audit entries, newest first (page with before_id)")
+@router.get("", response_model=Page[AuditEntry], summary="Audit entries, newest first")
 def list_audit(
     actor: str | None = Query(None, description="Substring of who acted (key name or id, CLI user)."),
     action: str | None = Query(None, description="An action or its prefix: `key`, `alias.set`, `route`…"),
     target: str | None = Query(None, description="Substring of what was changed, e.g. `prompt:support`."),
     outcome: str | None = Query(None, pattern="^(ok|denied)$", description="ok or denied."),
     since: str | None = Query(None, description="A duration (`24h`, `7d`) or an ISO time."),
-    before_id: int | None = Query(None, ge=1, description="Entries older than this id (the next page)."),
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
+    position = pages.decode(cursor, "audit", (int,))
     rows = audit.query(
         store,
         actor=actor,
@@ -52,10 +49,10 @@ def list_audit(
         target=target,
         outcome=outcome,
         since=parse_time(since, "since"),
-        before_id=before_id,
-        limit=limit,
+        before_id=position[0] if position else None,
+        limit=limit + 1,
     )
-    return {"data": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+    return pages.page(rows, limit, "audit", lambda e: (e["id"],))
 
 
 class AuditAnchor(BaseModel):

@@ -15,15 +15,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import BIGINT, Page
 from shipyard.errors import InvalidRequest
 from shipyard.registry import datasets as svc
 from shipyard.store.db import Store
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-
-# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
-_BIGINT = 2**63 - 1
 
 
 # -- request models ---------------------------------------------------------------------------------
@@ -72,12 +71,12 @@ class FromTracesRequest(_Strict):
     until: float | None = Field(None, description="Unix seconds: traces that started before this.")
     status: Literal["ok", "error"] | None = None
     prompt: str | None = Field(None, description="Only traces rendered from this prompt.")
-    prompt_version: int | None = Field(None, ge=1, le=_BIGINT)
+    prompt_version: int | None = Field(None, ge=1, le=BIGINT)
     tag: str | None = Field(None, description="Only traces whose tags contain this one.")
     feedback: Literal["positive", "negative", "any", "none"] | None = Field(
         None, description="Only traces with positive (score >= 0.5), negative, any or no user feedback."
     )
-    limit: int | None = Field(None, ge=1, le=_BIGINT, description="At most this many traces (the newest).")
+    limit: int | None = Field(None, ge=1, le=BIGINT, description="At most this many traces (the newest).")
     scrub_pii: bool = Field(False, description="Replace e-mails, phones, cards, IBANs with typed markers.")
     dedupe: bool = False
     expected_from_output: bool = Field(True, description="The trace's answer becomes `expected`.")
@@ -85,7 +84,7 @@ class FromTracesRequest(_Strict):
 
 
 # -- response models --------------------------------------------------------------------------------
-class VersionOut(BaseModel):
+class DatasetVersionOut(BaseModel):
     dataset: str
     version: int
     hash: str = Field(description="sha256 over the examples in order (canonical JSON).")
@@ -101,11 +100,11 @@ class DatasetOut(BaseModel):
     description: str | None
     created_at: float
     n_versions: int
-    latest: VersionOut | None
+    latest: DatasetVersionOut | None
 
 
 class WriteOut(BaseModel):
-    version: VersionOut
+    version: DatasetVersionOut
     created: bool = Field(description="False when a version with the same content already existed.")
     dataset_created: bool
     duplicates_removed: int
@@ -119,14 +118,6 @@ class ExampleOut(BaseModel):
     metadata: dict[str, Any]
     tags: list[str]
     trace_id: str | None
-
-
-class ExamplesPageOut(BaseModel):
-    version: VersionOut
-    total: int
-    offset: int
-    limit: int
-    examples: list[ExampleOut]
 
 
 # Writes answer 201 with a new version, or 200 with the existing version that has the same content.
@@ -145,12 +136,24 @@ def _ref(name: str, version: str) -> str:
 
 
 # -- endpoints --------------------------------------------------------------------------------------
-@router.get("", response_model=list[DatasetOut], summary="List datasets with their latest version")
-def list_datasets(store: Store = Depends(deps.store)) -> list[DatasetOut]:
-    return [DatasetOut.model_validate(d.to_dict()) for d in svc.list_datasets(store)]
+@router.get("", response_model=Page[DatasetOut], summary="List datasets by name, with their latest version")
+def list_datasets(
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "datasets", (str,))
+    found = [DatasetOut.model_validate(d.to_dict()) for d in svc.list_datasets(store)]
+    return pages.page_after(found, lambda d: (d.name,), position, limit, "datasets")
 
 
-@router.post("", response_model=DatasetOut, status_code=201, summary="Create an empty dataset")
+@router.post(
+    "",
+    response_model=DatasetOut,
+    status_code=201,
+    summary="Create an empty dataset",
+    responses=errors(409, notes={409: "A dataset of that name exists (`dataset_exists`)."}),
+)
 def create_dataset(body: CreateDatasetRequest, store: Store = Depends(deps.store)) -> DatasetOut:
     return DatasetOut.model_validate(svc.create_dataset(store, body.name, body.description).to_dict())
 
@@ -160,26 +163,65 @@ def get_dataset(name: str, store: Store = Depends(deps.store)) -> DatasetOut:
     return DatasetOut.model_validate(svc.get_dataset(store, name).to_dict())
 
 
-@router.get("/{name}/versions", response_model=list[VersionOut], summary="Every version, oldest first")
-def list_versions(name: str, store: Store = Depends(deps.store)) -> list[VersionOut]:
-    return [VersionOut.model_validate(v.to_dict()) for v in svc.list_versions(store, name)]
+@router.get("/{name}/versions", response_model=Page[DatasetVersionOut], summary="The versions, oldest first")
+def list_versions(
+    name: str,
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "dataset-versions", (int,))
+    versions = [DatasetVersionOut.model_validate(v.to_dict()) for v in svc.list_versions(store, name)]
+    return pages.page_after(versions, lambda v: (v.version,), position, limit, "dataset-versions")
+
+
+_VERSION_HEADERS = {
+    "x-shipyard-dataset-version": {"description": "The version served.", "schema": {"type": "integer"}},
+    "x-shipyard-dataset-hash": {"description": "Its content hash.", "schema": {"type": "string"}},
+}
 
 
 @router.get(
     "/{name}/versions/{version}/examples",
-    response_model=ExamplesPageOut,
-    summary="A page of a version's examples",
-    description="`version` is a number (`3`), `v3` or `latest`.",
+    response_model=Page[ExampleOut],
+    summary="A page of a version's examples, in order",
+    description="`version` is a number (`3`), `v3` or `latest`. Pages are keyed by position, and a "
+    "cursor keeps to the version its first page read: paging through `latest` while a new version "
+    "is written finishes the version it started. The headers name the version served.",
+    responses={200: {"headers": _VERSION_HEADERS}},
 )
 def get_examples(
     name: str,
     version: str,
-    offset: int = Query(0, ge=0, le=_BIGINT),
-    limit: int = Query(50, ge=1, le=1000),
+    response: Response,
+    limit: int = pages.limit_query(50, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
-) -> ExamplesPageOut:
-    page = svc.get_examples(store, _ref(name, version), offset, limit)
-    return ExamplesPageOut.model_validate(page.to_dict())
+) -> dict[str, Any]:
+    ref, start = _ref(name, version), 0
+    position = pages.decode(cursor, "examples", (int, int))
+    if position is not None:
+        number, start = position
+        if not (1 <= number < 10**18 and start >= 0):
+            raise pages.not_a_cursor("examples")
+        asked = svc.parse_ref(ref)[1]
+        if asked not in (None, number):
+            raise InvalidRequest(
+                f"`cursor` continues version {number} of `{name}`, not version {asked}; send the `next` "
+                "of a page of this version, or leave `cursor` out to start at its first example",
+                param="cursor",
+            )
+        ref = _ref(name, str(number))
+    found = svc.get_examples(store, ref, start, limit)
+    info = found.version
+    response.headers["x-shipyard-dataset-version"] = str(info.version)
+    response.headers["x-shipyard-dataset-hash"] = info.hash
+    examples = [ExampleOut.model_validate(e) for e in found.to_dict()["examples"]]
+    end = examples[-1].idx + 1 if examples else found.total
+    return {
+        "data": examples,
+        "next": pages.encode("examples", (info.version, end)) if end < found.total else None,
+    }
 
 
 @router.post(

@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import BIGINT, Page
 from shipyard.errors import InvalidRequest
 from shipyard.monitoring import drift as svc
 from shipyard.store import drift as q
@@ -17,9 +19,6 @@ from shipyard.store.db import Store
 from shipyard.times import LATEST_TIME
 
 router = APIRouter(prefix="/drift", tags=["drift"])
-
-# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
-_BIGINT = 2**63 - 1
 
 _SPEC = (
     "Window spec: `1h`, `7d offset 1d`, `2026-11-01T00:00..2026-11-08T00:00` (UTC unless an offset is "
@@ -59,13 +58,6 @@ class DriftSummaryOut(BaseModel):
     metrics: dict[str, float] = Field(description="Flat numbers; alert rules use them as `drift.<key>`.")
 
 
-class DriftListOut(BaseModel):
-    data: list[DriftSummaryOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class DriftReportOut(BaseModel):
     id: int
     route: str
@@ -96,24 +88,22 @@ def _check_window(spec: str, field: str, now: float) -> None:
         )
 
 
-@router.get("", response_model=DriftListOut, summary="List drift reports, newest first")
+@router.get("", response_model=Page[DriftSummaryOut], summary="List drift reports, newest first")
 def list_drift(
     route: str | None = Query(None, description="Only this route's reports."),
-    limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0, le=_BIGINT),
+    limit: int = pages.limit_query(50, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
-    reports = svc.list_reports(store, route, limit=limit, offset=offset)
-    return {
-        "data": [r.summary() for r in reports],
-        "total": q.count_reports(store, route),
-        "limit": limit,
-        "offset": offset,
-    }
+    position = pages.decode(cursor, "drift", (float, int))
+    before = (position[0], position[1]) if position else None
+    rows = q.list_reports(store, route, limit=limit + 1, before=before, with_results=True)
+    summaries = [svc.DriftReport.from_row(r).summary() for r in rows]
+    return pages.page(summaries, limit, "drift", lambda r: (r["created_at"], r["id"]))
 
 
 @router.get("/{report_id}", response_model=DriftReportOut, summary="One drift report with every test")
-def get_drift(report_id: int = Path(ge=1, le=_BIGINT), store: Store = Depends(deps.store)) -> dict[str, Any]:
+def get_drift(report_id: int = Path(ge=1, le=BIGINT), store: Store = Depends(deps.store)) -> dict[str, Any]:
     return svc.get_report(store, report_id).to_dict()
 
 
@@ -122,6 +112,9 @@ def get_drift(report_id: int = Path(ge=1, le=_BIGINT), store: Store = Depends(de
     response_model=DriftReportOut,
     status_code=201,
     summary="Run a drift check now and save its report",
+    responses=errors(
+        404, notes={404: "A `dataset:NAME@v…` window names a dataset or version that does not exist."}
+    ),
 )
 def run_drift(body: RunDriftRequest, store: Store = Depends(deps.store)) -> dict[str, Any]:
     now = time.time()

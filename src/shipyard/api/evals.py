@@ -7,11 +7,13 @@ import threading
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import Page
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.gateway.http_headers import REPORT_HEADERS
 from shipyard.settings import Settings
@@ -67,7 +69,12 @@ def _suite(text: str) -> Any:
     return suite
 
 
-@router.post("/runs", status_code=202, summary="Start a suite run in the background; returns its run id")
+@router.post(
+    "/runs",
+    status_code=202,
+    summary="Start a suite run in the background; returns its run id",
+    responses=errors(404, notes={404: "The suite names a dataset, prompt or baseline that does not exist."}),
+)
 def start_run(
     body: StartRun, runner: Any = Depends(_runner), actor: str = Depends(deps.actor)
 ) -> dict[str, Any]:
@@ -108,12 +115,18 @@ def start_run(
     return {"run_id": state["run_id"], "status": "running", "suite": suite.name}
 
 
-@router.get("/runs", summary="Eval runs, newest first")
+@router.get("/runs", response_model=Page[dict[str, Any]], summary="Eval runs, newest first")
 def list_runs(
-    suite: str | None = None, limit: int = Query(50, ge=1, le=500), runner: Any = Depends(_runner)
-) -> list[dict[str, Any]]:
+    suite: str | None = None,
+    limit: int = pages.limit_query(50, 500),
+    cursor: str | None = pages.cursor_query(),
+    runner: Any = Depends(_runner),
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "eval-runs", (float, str))
     tags = {"kind": "eval", **({"suite": suite} if suite else {})}
-    return list(runner.runs.list_runs(tags=tags, limit=limit))
+    before = (position[0], position[1]) if position else None
+    rows = runner.runs.list_runs(tags=tags, limit=limit + 1, before=before)
+    return pages.page(rows, limit, "eval-runs", lambda r: (r["start_time"], r["run_id"]))
 
 
 @router.get("/runs/{run_id}", summary="An eval run: status, gate, summary, comparison")
@@ -136,32 +149,42 @@ def get_run(run_id: str, runner: Any = Depends(_runner)) -> dict[str, Any]:
     return out
 
 
-@router.get("/runs/{run_id}/results", summary="Result lines (one per case × target × repeat), paginated")
+@router.get(
+    "/runs/{run_id}/results",
+    response_model=Page[dict[str, Any]],
+    summary="Result lines (one per case × target × repeat), in the order they were written",
+    description="Pages are keyed by line: a run still going only adds lines after the last.",
+)
 def results(
     run_id: str,
-    offset: int = Query(0, ge=0),
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
     runner: Any = Depends(_runner),
 ) -> dict[str, Any]:
+    start = pages.index(cursor, "eval-results")
     rid = runner.runs.resolve_id(run_id)
     path = runner.runs.artifact_dir(rid) / "results.jsonl"
     if not path.exists():
         path = runner.work_dir(rid) / "results.jsonl"  # still running
     if not path.exists():
         raise NotFound(f"run `{rid}` has no results yet", param="run_id")
-    lines = []
-    total = 0
+    lines: list[Any] = []
+    more = False
     with path.open("rb") as f:
+        seen = 0
         for raw in f:
             if not raw.strip():
                 continue
-            if offset <= total < offset + limit:
+            if seen >= start + limit:
+                more = True
+                break
+            if seen >= start:
                 try:
                     lines.append(orjson.loads(raw))
                 except orjson.JSONDecodeError:
-                    continue
-            total += 1
-    return {"data": lines, "offset": offset, "limit": limit, "total": total}
+                    pass  # a line cut short by a crash: counted, not shown
+            seen += 1
+    return {"data": lines, "next": pages.encode("eval-results", (start + limit,)) if more else None}
 
 
 @router.get("/runs/{run_id}/{report}", summary="A report: report.html, report.md, junit.xml or compare.html")
@@ -175,7 +198,13 @@ def get_report(run_id: str, report: str, runner: Any = Depends(_runner)) -> Resp
     )
 
 
-@router.post("/promote", summary="Move a prompt alias only if the candidate passes the suite")
+@router.post(
+    "/promote",
+    summary="Move a prompt alias only if the candidate passes the suite",
+    responses=errors(
+        404, notes={404: "The prompt, its candidate version or the suite's dataset does not exist."}
+    ),
+)
 def promote(
     body: Promote, runner: Any = Depends(_runner), actor: Actor = Depends(deps.audit_actor)
 ) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.pages import Page
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import InvalidRequest
 from shipyard.gateway.auth import Principal
@@ -107,12 +108,17 @@ def create_key(
     return {**record.to_dict(), "key": secret}
 
 
-@router.get("", response_model=list[KeyOut], summary="Keys (secrets are never shown again)")
+@router.get("", response_model=Page[KeyOut], summary="Keys, oldest first (secrets are never shown again)")
 def list_keys(
     include_revoked: bool = Query(False, description="Also list revoked keys."),
+    limit: int = pages.limit_query(100, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
-) -> list[dict[str, Any]]:
-    return [k.to_dict() for k in keys.list_keys(store, include_revoked)]
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "keys", (float, str))
+    after = (position[0], position[1]) if position else None
+    records = keys.list_keys(store, include_revoked, after=after, limit=limit + 1)
+    return pages.page([k.to_dict() for k in records], limit, "keys", lambda k: (k["created_at"], k["id"]))
 
 
 @router.get("/{key_id}", response_model=KeyOut, summary="One key")

@@ -12,16 +12,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import Page
 from shipyard.store import feedback as fb
+from shipyard.store import traces as tq
 from shipyard.store import traffic as data
 from shipyard.store.db import Store
 from shipyard.times import TIME_HELP, TimeWindow
 
 router = APIRouter(tags=["monitoring"])
-
-# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
-_BIGINT = 2**63 - 1
 
 _RANGE_HELP = "A preset window ending now: 15m, 1h, 6h, 24h, 7d, 30d (or any duration like 90m)."
 
@@ -75,14 +75,15 @@ def overview(
 
 @router.get(
     "/traces",
+    response_model=Page[dict[str, Any]],
     summary="A page of traces, newest first",
-    description="Keyset pagination: pass a page's `older` value as `cursor` (with `dir=older`, the "
-    "default) for the next page, its `newer` value with `dir=newer` for the previous one. Filters "
-    "that are not indexes (model, status, source, q, tag, feedback) look at up to 100,000 traces "
-    "per page; when that window ends first, `scanned_to` says where and `older` continues there.",
+    description="Summary columns of each trace, `preview` (the first words of its input) and "
+    "`feedback` (counts). Pages are keyed by start time and id. Filters that are not indexes "
+    f"(model, status, source, q, tag, feedback) look at up to {tq.SCAN_LIMIT:,} traces per page: "
+    "when that window ends first, the page holds fewer than `limit` traces (even none) and `next` "
+    "continues where it stopped.",
 )
 def list_traces(
-    request: Request,
     route: str | None = Query(None),
     model: str | None = Query(None),
     status: str | None = Query(None, description="ok | error"),
@@ -93,13 +94,33 @@ def list_traces(
     range: str | None = Query(None, description=_RANGE_HELP),
     since: str | None = Query(None, description=TIME_HELP),
     until: str | None = Query(None, description=TIME_HELP),
-    cursor: str | None = Query(None, description="`older` or `newer` of a previous page."),
-    dir: str = Query("older", description="older | newer"),
-    limit: str = Query("50", description="1 to 500."),
+    limit: int = pages.limit_query(50, data.MAX_PAGE),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
 ) -> dict[str, Any]:
-    query = data.TraceQuery.parse({k: v for k, v in request.query_params.items() if v != ""})
-    return data.trace_list(store, query)
+    filters = {
+        "route": route,
+        "model": model,
+        "status": status,
+        "source": source,
+        "q": q,
+        "tag": tag,
+        "feedback": feedback,
+        "range": range,
+        "since": since,
+        "until": until,
+    }
+    query = data.TraceQuery.parse({k: v for k, v in filters.items() if v})
+    query.limit = limit
+    position = pages.decode(cursor, "traces", (float, str))
+    if position is not None:
+        query.cursor = tq.Cursor(*position)
+    rows, page = data.trace_page(store, query)
+    older = page.older
+    return {
+        "data": rows,
+        "next": pages.encode("traces", (older.start_time, older.trace_id)) if older else None,
+    }
 
 
 @router.get(
@@ -118,6 +139,7 @@ def get_trace(trace_id: str, store: Store = Depends(deps.store)) -> dict[str, An
     "/feedback",
     response_model=FeedbackOut,
     status_code=201,
+    responses=errors(404, notes={404: "No trace with that id (after waiting for the trace writer)."}),
     summary="Rate a trace",
     description='Thumbs (`"up"`/`"down"`, `true`/`false`) or a score from 0 to 1, with an optional '
     "comment. 404 when the trace does not exist (a trace still in the writer's queue is waited for).",
@@ -136,15 +158,16 @@ def add_feedback(body: FeedbackIn, request: Request, store: Store = Depends(deps
     return FeedbackOut.model_validate(row)
 
 
-@router.get("/feedback", response_model=list[FeedbackOut], summary="Feedback, newest first")
+@router.get("/feedback", response_model=Page[FeedbackOut], summary="Feedback, newest first")
 def list_feedback(
     trace_id: str | None = Query(None, description="Only this trace's feedback."),
     name: str | None = Query(None),
-    limit: int = Query(50, ge=1, le=1000),
-    before_id: int | None = Query(
-        None, ge=1, le=_BIGINT, description="Page further back: the last `id` you got."
-    ),
+    limit: int = pages.limit_query(50, 1000),
+    cursor: str | None = pages.cursor_query(),
     store: Store = Depends(deps.store),
-) -> list[FeedbackOut]:
-    rows = fb.list_feedback(store, trace_id, limit=limit, before_id=before_id, name=name)
-    return [FeedbackOut.model_validate(r) for r in rows]
+) -> dict[str, Any]:
+    position = pages.decode(cursor, "feedback", (int,))
+    rows = fb.list_feedback(
+        store, trace_id, limit=limit + 1, before_id=position[0] if position else None, name=name
+    )
+    return pages.page([FeedbackOut.model_validate(r) for r in rows], limit, "feedback", lambda f: (f.id,))

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.pages import Page
 from shipyard.config.loader import read_document
 from shipyard.errors import InvalidRequest
 from shipyard.registry.apply import apply, export
@@ -123,9 +124,16 @@ def _kind_router(plural: str) -> APIRouter:
     single = PLURALS[plural]
     r = APIRouter(prefix=f"/{plural}", tags=[plural])
 
-    @r.get("", response_model=list[EntityOut], summary=f"List {plural} with current version and aliases")
-    def list_entities(registry: Registry = Depends(_registry)) -> list[dict[str, Any]]:
-        return registry.entities(single)
+    @r.get(
+        "", response_model=Page[EntityOut], summary=f"List {plural} by name, with current version and aliases"
+    )
+    def list_entities(
+        limit: int = pages.limit_query(100, 1000),
+        cursor: str | None = pages.cursor_query(),
+        registry: Registry = Depends(_registry),
+    ) -> dict[str, Any]:
+        position = pages.decode(cursor, plural, (str,))
+        return pages.page_after(registry.entities(single), lambda e: (e["name"],), position, limit, plural)
 
     @r.post("", response_model=VersionOut, summary=f"Record a {single} version (content-addressed)")
     def create_version(
@@ -147,9 +155,21 @@ def _kind_router(plural: str) -> APIRouter:
     ) -> VersionOut:
         return _out(registry.get(single, name, ref))
 
-    @r.get("/{name}/versions", response_model=list[VersionOut], summary=f"Every version of a {single}")
-    def list_versions(name: str, registry: Registry = Depends(_registry)) -> list[VersionOut]:
-        return [_out(v) for v in registry.versions(single, name)]
+    @r.get(
+        "/{name}/versions",
+        response_model=Page[VersionOut],
+        summary=f"The versions of a {single}, oldest first",
+    )
+    def list_versions(
+        name: str,
+        limit: int = pages.limit_query(100, 1000),
+        cursor: str | None = pages.cursor_query(),
+        registry: Registry = Depends(_registry),
+    ) -> dict[str, Any]:
+        kind = f"{single}-versions"
+        position = pages.decode(cursor, kind, (int,))
+        versions = [_out(v) for v in registry.versions(single, name)]
+        return pages.page_after(versions, lambda v: (v.version,), position, limit, kind)
 
     @r.get(
         "/{name}/versions/{ref}", response_model=VersionOut, summary="One version by number, alias or hash"
@@ -195,11 +215,19 @@ def _kind_router(plural: str) -> APIRouter:
             single, name, alias, actor=actor, reason=body.reason if body else None
         ).to_dict()
 
-    @r.get("/{name}/history", response_model=list[AliasEventOut], summary="Alias moves, oldest first")
+    @r.get("/{name}/history", response_model=Page[AliasEventOut], summary="Alias moves, oldest first")
     def history(
-        name: str, alias: str | None = None, registry: Registry = Depends(_registry)
-    ) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in registry.history(single, name, alias)]
+        name: str,
+        alias: str | None = None,
+        limit: int = pages.limit_query(100, 1000),
+        cursor: str | None = pages.cursor_query(),
+        registry: Registry = Depends(_registry),
+    ) -> dict[str, Any]:
+        # The moves are only ever appended: a position in them stays where it was.
+        kind = f"{single}-history"
+        start = pages.index(cursor, kind)
+        moves = [e.to_dict() for e in registry.history(single, name, alias)[start : start + limit + 1]]
+        return pages.page(moves, limit, kind, lambda _: (start + limit,))
 
     return r
 

@@ -14,16 +14,15 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from shipyard.api import deps
+from shipyard.api import deps, pages
+from shipyard.api.openapi import errors
+from shipyard.api.pages import Page
 from shipyard.errors import InvalidRequest
 from shipyard.gateway.http_headers import download_headers, served_type
 from shipyard.registry.runs import Comparison, RunDetail, RunService, artifact_relpath
 from shipyard.store.runs import ArtifactRow, LinkRow, RunRow
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-
-# Larger numbers do not fit the store's integers (SQLite INTEGER, PostgreSQL BIGINT).
-_BIGINT = 2**63 - 1
 
 # Uploads up to this size stay in memory; bigger ones spill to a temporary file as they arrive.
 _SPOOL_BYTES = 8 * 1024 * 1024
@@ -124,13 +123,6 @@ class RunDetailOut(RunOut):
     artifacts: list[ArtifactOut]
 
 
-class RunListOut(BaseModel):
-    data: list[RunOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class MetricPointOut(BaseModel):
     step: int
     value: float
@@ -190,29 +182,42 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-@router.get("", response_model=RunListOut, summary="List runs, newest first")
+@router.get(
+    "",
+    response_model=Page[RunOut],
+    summary="List runs, newest first",
+    responses=errors(404, notes={404: "`parent` names no run."}),
+)
 def list_runs(
     experiment: str | None = None,
     status: Literal["running", "finished", "failed", "killed"] | None = None,
     tag: list[str] = Query([], description="key=value; repeat to require several."),
     name: str | None = Query(None, description="Runs whose name contains this (case-insensitive)."),
     parent: str | None = Query(None, description="Only children of this run."),
-    limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0, le=_BIGINT),
+    limit: int = pages.limit_query(50, 1000),
+    cursor: str | None = pages.cursor_query(),
     svc: RunService = Depends(service),
 ) -> dict[str, Any]:
-    filters: dict[str, Any] = {
-        "experiment": experiment,
-        "status": status,
-        "tags": _parse_tags(tag),
-        "name_contains": name,
-        "parent_run_id": svc.resolve_id(parent) if parent else None,
-    }
-    rows = svc.list_runs(**filters, limit=limit, offset=offset)
-    return {"data": rows, "total": svc.count_runs(**filters), "limit": limit, "offset": offset}
+    position = pages.decode(cursor, "runs", (float, str))
+    rows = svc.list_runs(
+        experiment=experiment,
+        status=status,
+        tags=_parse_tags(tag),
+        name_contains=name,
+        parent_run_id=svc.resolve_id(parent) if parent else None,
+        limit=limit + 1,
+        before=(position[0], position[1]) if position else None,
+    )
+    return pages.page(rows, limit, "runs", lambda r: (r["start_time"], r["run_id"]))
 
 
-@router.post("", response_model=RunOut, status_code=201, summary="Start a run")
+@router.post(
+    "",
+    response_model=RunOut,
+    status_code=201,
+    summary="Start a run",
+    responses=errors(404, notes={404: "`parent_run_id` or a link names nothing that exists."}),
+)
 def create_run(body: RunCreate, request: Request, svc: RunService = Depends(service)) -> RunRow:
     return svc.create(
         name=body.name,
@@ -227,7 +232,12 @@ def create_run(body: RunCreate, request: Request, svc: RunService = Depends(serv
 
 
 # Declared before `/{run_id}` so that `compare` is not taken for a run id.
-@router.get("/compare", response_model=ComparisonOut, summary="Compare runs against the first")
+@router.get(
+    "/compare",
+    response_model=ComparisonOut,
+    summary="Compare runs against the first",
+    responses=errors(404, notes={404: "An id names no run."}),
+)
 def compare_runs(
     ids: str = Query(
         ..., description="Comma-separated run ids (or unique prefixes); the first is the baseline."
@@ -242,12 +252,22 @@ def get_run(run_id: str, svc: RunService = Depends(service)) -> RunDetail:
     return svc.get(run_id)
 
 
-@router.patch("/{run_id}", response_model=RunOut, summary="Rename, annotate or end a run")
+@router.patch(
+    "/{run_id}",
+    response_model=RunOut,
+    summary="Rename, annotate or end a run",
+    responses=errors(409, notes={409: "The run has already ended with another status."}),
+)
 def update_run(run_id: str, body: RunPatch, svc: RunService = Depends(service)) -> RunRow:
     return svc.update(run_id, name=body.name, notes=body.notes, status=body.status)
 
 
-@router.post("/{run_id}/params", response_model=ParamsOut, summary="Log params (each can be set once)")
+@router.post(
+    "/{run_id}/params",
+    response_model=ParamsOut,
+    summary="Log params (each can be set once)",
+    responses=errors(409, notes={409: "A param already has another value."}),
+)
 def log_params(run_id: str, body: ParamsIn, svc: RunService = Depends(service)) -> dict[str, Any]:
     return {"params": svc.log_params(run_id, body.params)}
 
@@ -278,6 +298,16 @@ def add_links(run_id: str, body: LinksIn, svc: RunService = Depends(service)) ->
     response_model=ArtifactOut,
     status_code=201,
     summary="Upload an artifact (the raw request body)",
+    responses=errors(
+        409, notes={409: "The path clashes with an artifact (a file where a directory is, or the reverse)."}
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The file's bytes, streamed to disk (up to `artifact_max_bytes`).",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def upload_artifact(
     run_id: str, path: str, request: Request, svc: RunService = Depends(service)

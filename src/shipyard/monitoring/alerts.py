@@ -342,6 +342,10 @@ class Notifier:
         return {**record, **await self._post(ch, payload)}
 
     async def _post(self, ch: Channel, payload: dict[str, Any]) -> dict[str, Any]:
+        # A plain loop over `shipyard.retries.backoff` rather than tenacity or stamina: the
+        # delivery record needs the attempts made, the last status and the last error whether the
+        # webhook answered or not, and a 4xx other than 408/429 stops at once; a library would
+        # spread that over callbacks, and stamina would bring a backoff formula of its own.
         assert ch.webhook is not None
         error = ""
         status: int | None = None

@@ -479,14 +479,17 @@ class RunService:
         parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRow]:
-        """Runs matching every filter given, newest first."""
+        """Runs matching every filter given, newest first; ``before`` (a run's start time and id)
+        starts after that run."""
         with self.store.engine.connect() as conn:
             return q.list_runs(
                 conn,
                 self._filter(experiment, status, tags, name_contains, parent_run_id),
                 limit=self._limit(limit),
                 offset=max(0, offset),
+                before=before,
             )
 
     def count_runs(

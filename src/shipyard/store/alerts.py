@@ -147,15 +147,24 @@ def latest_by_fingerprint(store: Store, fingerprints: Sequence[str]) -> dict[str
 
 
 def list_events(
-    store: Store, limit: int = 50, *, rule: str | None = None, state: str | None = None
+    store: Store,
+    limit: int = 50,
+    *,
+    rule: str | None = None,
+    state: str | None = None,
+    before: tuple[float, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Episodes, newest first."""
+    """Episodes, newest first; ``before`` (an episode's ``started_at`` and ``id``) pages further back."""
     c = alert_events.c
     q = sa.select(alert_events)
     if rule is not None:
         q = q.where(c.rule == rule)
     if state is not None:
         q = q.where(c.state == state)
+    if before is not None:
+        started, id_ = before
+        # The first conjunct alone is what ix_alert_events_started ranges over; the second settles ties.
+        q = q.where(c.started_at <= started, sa.or_(c.started_at < started, c.id < id_))
     q = q.order_by(c.started_at.desc(), c.id.desc()).limit(limit)
     with store.engine.connect() as conn:
         return [r._asdict() for r in conn.execute(q)]

@@ -190,15 +190,21 @@ def list_reports(
     since: float | None = None,
     limit: int = 50,
     offset: int = 0,
+    before: tuple[float, int] | None = None,
     with_results: bool = False,
 ) -> list[dict[str, Any]]:
-    """Reports newest first; ``results`` (every test's detail and the topics) only when asked."""
+    """Reports newest first; ``results`` (every test's detail and the topics) only when asked.
+    ``before`` (a report's ``created_at`` and ``id``) pages further back without an offset."""
     columns = list(drift_reports.c) if with_results else SUMMARY_COLUMNS
+    c = drift_reports.c
     q = sa.select(*columns)
     if route:
-        q = q.where(drift_reports.c.route == route)
+        q = q.where(c.route == route)
     if since is not None:
-        q = q.where(drift_reports.c.created_at >= since)
+        q = q.where(c.created_at >= since)
+    if before is not None:
+        created, id_ = before
+        q = q.where(c.created_at <= created, sa.or_(c.created_at < created, c.id < id_))
     q = q.order_by(drift_reports.c.created_at.desc(), drift_reports.c.id.desc()).limit(limit).offset(offset)
     with store.engine.connect() as conn:
         return [r._asdict() for r in conn.execute(q)]

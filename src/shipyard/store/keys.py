@@ -204,10 +204,21 @@ def by_hash(store: Store, digest: str) -> KeyRecord | None:
     return None if row is None else _record(row)
 
 
-def list_keys(store: Store, include_revoked: bool = False) -> list[KeyRecord]:
-    q = sa.select(api_keys).order_by(api_keys.c.created_at)
+def list_keys(
+    store: Store,
+    include_revoked: bool = False,
+    *,
+    after: tuple[float, str] | None = None,
+    limit: int | None = None,
+) -> list[KeyRecord]:
+    """Oldest first; ``after`` (a key's ``created_at`` and ``id``) pages on."""
+    c = api_keys.c
+    q = sa.select(api_keys).order_by(c.created_at, c.id).limit(limit)
     if not include_revoked:
-        q = q.where(api_keys.c.revoked_at.is_(None))
+        q = q.where(c.revoked_at.is_(None))
+    if after is not None:
+        created, id_ = after
+        q = q.where(c.created_at >= created, sa.or_(c.created_at > created, c.id > id_))
     with store.engine.connect() as conn:
         return [_record(r) for r in conn.execute(q)]
 

@@ -153,11 +153,26 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_runs(conn: sa.Connection, f: RunFilter, limit: int = 50, offset: int = 0) -> list[RunRow]:
+def list_runs(
+    conn: sa.Connection,
+    f: RunFilter,
+    limit: int = 50,
+    offset: int = 0,
+    *,
+    before: tuple[float, str] | None = None,
+) -> list[RunRow]:
+    """Newest first. ``before`` (a run's ``start_time`` and ``run_id``) pages further back along
+    ix_runs_start, so a page deep in the list costs what the first one does; ``offset`` skips."""
+    c = runs.c
+    cond = _where(f)
+    if before is not None:
+        started, run_id = before
+        # The first conjunct alone is what the index ranges over; the second settles ties.
+        cond += [c.start_time <= started, sa.or_(c.start_time < started, c.run_id < run_id)]
     q = (
         sa.select(runs)
-        .where(*_where(f))
-        .order_by(runs.c.start_time.desc(), runs.c.run_id.desc())
+        .where(*cond)
+        .order_by(c.start_time.desc(), c.run_id.desc())
         .limit(limit)
         .offset(offset)
     )

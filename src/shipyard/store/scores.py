@@ -56,8 +56,14 @@ def insert_scores(store: Store, rows: Sequence[ScoreRow]) -> None:
         )
 
 
-def scores_for_trace(store: Store, trace_id: str) -> list[dict[str, Any]]:
-    q = sa.select(trace_scores).where(trace_scores.c.trace_id == trace_id).order_by(trace_scores.c.id)
+def scores_for_trace(
+    store: Store, trace_id: str, *, after_id: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """In the order they were recorded; ``after_id`` pages on."""
+    q = sa.select(trace_scores).where(trace_scores.c.trace_id == trace_id)
+    if after_id is not None:
+        q = q.where(trace_scores.c.id > after_id)
+    q = q.order_by(trace_scores.c.id).limit(limit)
     with store.engine.connect() as conn:
         return [r._asdict() for r in conn.execute(q)]
 
@@ -167,14 +173,30 @@ def series(
         ]
 
 
-def names(store: Store, since: float | None = None, route: str | None = None) -> list[dict[str, Any]]:
-    """Every (score name, route) with scores since ``since``: count, average, latest trace time."""
+def names(
+    store: Store,
+    since: float | None = None,
+    route: str | None = None,
+    *,
+    after: tuple[str, str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every (score name, route) with scores since ``since``: count, average, latest trace time.
+    Ordered by name, then route (no route first); ``after`` (a name and a route, ``""`` for none)
+    pages on."""
     c = trace_scores.c
+    # One order on both databases: SQLite sorts NULL first and PostgreSQL last.
+    route_key = sa.func.coalesce(c.route, "")
+    cond = _where(None, route, since, None)
+    if after is not None:
+        name, after_route = after
+        cond += [c.name >= name, sa.or_(c.name > name, route_key > after_route)]
     q = (
         sa.select(c.name, c.route, sa.func.count(), sa.func.avg(c.score), sa.func.max(c.trace_time))
-        .where(*_where(None, route, since, None))
+        .where(*cond)
         .group_by(c.name, c.route)
-        .order_by(c.name, c.route)
+        .order_by(c.name, route_key)
+        .limit(limit)
     )
     with store.engine.connect() as conn:
         return [

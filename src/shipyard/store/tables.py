@@ -177,6 +177,8 @@ runs = sa.Table(
     sa.Column("notes", sa.Text),
 )
 sa.Index("ix_runs_experiment_start", runs.c.experiment, runs.c.start_time)
+# The run list's order (newest first) and its keyset pages.
+sa.Index("ix_runs_start", runs.c.start_time, runs.c.run_id)
 
 run_metrics = sa.Table(
     "run_metrics",

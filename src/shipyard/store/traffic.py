@@ -280,13 +280,19 @@ def trace_row(r: dict[str, Any], feedback: dict[str, Any] | None) -> dict[str, A
     return row
 
 
-def trace_list(store: Store, query: TraceQuery) -> dict[str, Any]:
-    started = time.perf_counter()
+def trace_page(store: Store, query: TraceQuery) -> tuple[list[dict[str, Any]], tq.TracePage]:
+    """One page of the trace list: its rows (with a preview and their feedback) and where it sits
+    (the cursors of the pages beside it, and where a cut-short scan stopped)."""
     page = tq.page_traces(
         store, query.filter, limit=query.limit, cursor=query.cursor, direction=query.direction
     )
     summaries = fb.summaries(store, [r["trace_id"] for r in page.rows])
-    rows = [trace_row(r, summaries.get(r["trace_id"])) for r in page.rows]
+    return [trace_row(r, summaries.get(r["trace_id"])) for r in page.rows], page
+
+
+def trace_list(store: Store, query: TraceQuery) -> dict[str, Any]:
+    started = time.perf_counter()
+    rows, page = trace_page(store, query)
     return {
         "traces": rows,
         "newer": page.newer.encode() if page.newer else None,
