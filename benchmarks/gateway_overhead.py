@@ -4,6 +4,8 @@ front of the same mock OpenAI-compatible upstream on loopback.
 
     .venv/bin/python benchmarks/gateway_overhead.py            # full run, writes docs/benchmarks.md
     .venv/bin/python benchmarks/gateway_overhead.py --quick    # shorter runs, no LiteLLM
+    .venv/bin/python benchmarks/gateway_overhead.py --no-litellm --before /tmp/before/src
+                                                    # a change's before/after, printed only
 
 Load comes from wrk (C, `apt-get install wrk`), so the load generator costs little CPU. On a
 machine with 2+ cores the proxy under test is pinned to core 0 and wrk + the upstream to the
@@ -39,6 +41,7 @@ PY = sys.executable
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 LITELLM_VENV = ROOT / "benchmarks" / ".venvs" / "litellm"
+BEFORE = "shipyard (before)"  # the row of --before: Shipyard from another source tree
 BODY = {
     "model": "relay",
     "messages": [{"role": "user", "content": "Say something about harbours."}],
@@ -307,28 +310,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         cfg = work / "shipyard.yaml"
         cfg.write_text(shipyard_config(upstream, stream_upstream))
-        port = free_port()
-        with process(
-            [
-                *shipyard,
-                "up",
-                "--port",
-                str(port),
-                "--home",
-                str(work / "home"),
-                "--config",
-                str(cfg),
-                "--log-level",
-                "warning",
-            ],
-            PROXY_CPU,
-            env={"SHIPYARD_ADMIN_KEY": BENCH_KEY},
-            log=work / "shipyard.log",
-        ) as pid:
-            url = f"http://127.0.0.1:{port}"
-            r = measure("shipyard", url, pid, args.seconds, url, args.stream_n)
-        r["traces_written"] = count_traces(work / "home" / "shipyard.db")
-        results["runs"].append(r)
+        trees = [("shipyard", None)]
+        if args.before:
+            # The other tree first: a machine that warms up as it runs would favour the current one.
+            trees.insert(0, (BEFORE, str(Path(args.before).resolve())))
+        for name, src in trees:
+            home = work / f"home-{len(results['runs'])}"
+            env = {"SHIPYARD_ADMIN_KEY": BENCH_KEY}
+            if src is not None:
+                env["PYTHONPATH"] = src
+            port = free_port()
+            with process(
+                [
+                    *shipyard,
+                    "up",
+                    "--port",
+                    str(port),
+                    "--home",
+                    str(home),
+                    "--config",
+                    str(cfg),
+                    "--log-level",
+                    "warning",
+                ],
+                PROXY_CPU,
+                env=env,
+                log=work / f"{name}.log",
+            ) as pid:
+                url = f"http://127.0.0.1:{port}"
+                r = measure(name, url, pid, args.seconds, url, args.stream_n)
+            r["traces_written"] = count_traces(home / "shipyard.db")
+            results["runs"].append(r)
 
         if not args.no_litellm:
             exe = ensure_litellm()
@@ -391,7 +403,7 @@ def render(results: dict[str, Any]) -> str:
         "| stream TTFT p50 | stream total p50 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("direct", "bare proxy", "shipyard", "litellm"):
+    for name in ("direct", "bare proxy", BEFORE, "shipyard", "litellm"):
         r = runs.get(name)
         if r is None:
             continue
@@ -447,15 +459,23 @@ def main() -> None:
     parser.add_argument("--stream-n", type=int, default=30, help="Streamed requests timed per proxy.")
     parser.add_argument("--no-litellm", action="store_true", help="Skip LiteLLM (no install).")
     parser.add_argument("--quick", action="store_true", help="5 s runs, no LiteLLM, do not touch the docs.")
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="Also measure Shipyard from another source tree (its src/ directory, e.g. of a "
+        "`git worktree add /tmp/before HEAD`), as a `shipyard (before)` row; prints only, never "
+        "touches the docs.",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.stream_n, args.no_litellm = 5, 10, True
     results = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gateway_overhead.json").write_text(json.dumps(results, indent=2))
+    if not args.before:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "gateway_overhead.json").write_text(json.dumps(results, indent=2))
     section = render(results)
     print(section)
-    if not args.quick:
+    if not args.quick and not args.before:
         write_section("gateway-overhead", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
