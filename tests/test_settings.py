@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
 from shipyard.errors import ConfigError
-from shipyard.settings import SETTINGS, Settings, render_markdown
+from shipyard.settings import SETTINGS, Settings, Spec, declared_settings, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +49,28 @@ def test_every_setting_is_documented() -> None:
         assert s.help.strip(), f"setting `{s.name}` has no help text"
     doc = (ROOT / "docs" / "reference" / "settings.md").read_text()
     assert doc == render_markdown(), "docs/reference/settings.md is stale: run `make docs`"
+
+
+def test_settings_are_typed_attributes_derived_from_one_declaration() -> None:
+    """Each setting is an attribute of its declared type (mypy checks every use), and the table the
+    docs and the parser read is derived from those declarations: the same names, types and defaults."""
+    s = Settings(environ={"SHIPYARD_PORT": "9001", "SHIPYARD_SESSION_TTL": "90"})
+    assert s.port == 9001 and type(s.port) is int
+    assert s.session_ttl == 90.0 and type(s.session_ttl) is float
+    assert s.database_url is None
+    hints = Settings.__annotations__
+    assert [t.name for t in SETTINGS] == [n for n in hints if not n.startswith("_")]
+    for setting in SETTINGS:
+        value = getattr(Settings(environ={}), setting.name)
+        assert value == setting.default
+        assert value is None or isinstance(value, setting.type), setting.name
+    with pytest.raises(AttributeError):
+        _ = s.not_a_setting  # type: ignore[attr-defined]
+
+
+def test_a_setting_defaulting_to_none_must_say_so_in_its_type() -> None:
+    class Broken:
+        url: Annotated[str, Spec(None, "A URL.")]
+
+    with pytest.raises(TypeError, match="defaults to None"):
+        declared_settings(Broken)

@@ -1,23 +1,47 @@
-"""Every setting, declared once as data with its default and help text.
+"""Every setting, declared once, as a typed attribute of :class:`Settings` with its default and help.
 
 Precedence, highest first: command-line flag > environment variable ``SHIPYARD_<NAME>`` >
 ``settings:`` section of ``shipyard.yaml`` > default. ``docs/reference/settings.md`` is generated
-from this table (``python -m shipyard.settings``) and a test fails when it is out of date.
+from these declarations (``python -m shipyard.settings``) and a test fails when it is out of date.
+
+Each setting is ``name: Annotated[type, Spec(default, help, ...)]``: mypy checks every use of
+``settings.<name>`` against its type, and :data:`SETTINGS` (the table the docs, the CLI's
+``--help`` and the parser read) is derived from the same lines, so nothing is declared twice.
+pydantic-settings was weighed and not taken: what it would add (typed fields, env prefixes,
+precedence) is these hundred lines, while what we need beyond it would be written anyway on top of
+it: the YAML file's ``settings:`` as one source among four with a ``source(name)`` that says which
+one won, errors that name where a bad value came from (``$SHIPYARD_PORT``, ``shipyard.yaml``, the
+command line) in one sentence rather than a pydantic error list, secrets masked in ``as_dict()``,
+and the generated reference page.
 """
 
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_type_hints
 
 from shipyard.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class Spec:
+    """What a setting's annotation carries besides its type."""
+
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    secret: bool = False  # masked in as_dict(), which is what gets shown or recorded
+
+
+@dataclass(frozen=True)
 class Setting:
+    """One setting as the parser and the reference page see it (derived from its annotation)."""
+
     name: str
     type: type
     default: Any
@@ -60,270 +84,358 @@ class Setting:
         return value
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "home",
-        str,
-        ".shipyard",
-        "Directory holding the store, artifacts and logs. Relative paths "
-        "are resolved against the working directory.",
-    ),
-    Setting(
-        "host",
-        str,
-        "127.0.0.1",
-        "Interface `shipyard up` listens on. Use 0.0.0.0 to accept connections from other machines.",
-    ),
-    Setting("port", int, 8700, "Port `shipyard up` listens on.", minimum=1),
-    Setting(
-        "config",
-        str,
-        None,
-        "Path of the `shipyard.yaml` to load. Unset: `./shipyard.yaml` when "
-        "it exists, else the built-in default (route `default` on the embedded local model).",
-    ),
-    Setting(
-        "database_url",
-        str,
-        None,
-        "SQLAlchemy URL of the store. Unset: SQLite (WAL) at "
-        "`<home>/shipyard.db`. Example: `postgresql+psycopg://user@host/db`.",
-    ),
-    Setting(
-        "redis_url",
-        str,
-        None,
-        "Redis URL (`redis://host:6379/0`) where rate limits and budgets are counted, so that many "
-        "gateway workers share them. Unset: counted in this process (one worker) and saved in the store.",
-    ),
-    Setting(
-        "admin_key",
-        str,
-        None,
-        "An admin API key (`sk-shp-…`) to create at start if the store does not know it yet: for "
-        "automated deployments and CI. Unset: the first `shipyard up` on an empty store creates an admin "
-        "key and prints it once.",
-        secret=True,
-    ),
-    Setting(
-        "session_ttl",
-        float,
-        12 * 3600.0,
-        "Seconds a dashboard login lasts before the key must be entered again.",
-        minimum=60,
-    ),
-    Setting(
-        "audit_key",
-        str,
-        None,
-        "Secret that keys the audit log's hash chain and signs its anchors (HMAC-SHA256); keep it off "
-        "the database host. Unset: a random key is created on first use in `<home>/audit.key` (mode "
-        "0600). Servers that share one Postgres store must share the key (set this on each, or copy "
-        "the file), or each reports the others' entries as written with another key.",
-        secret=True,
-    ),
-    Setting(
-        "log_level", str, "info", "Log level of the server.", choices=("debug", "info", "warning", "error")
-    ),
-    Setting(
-        "max_body_bytes",
-        int,
-        8 * 1024 * 1024,
-        "Largest request body the gateway accepts; bigger bodies get HTTP 413.",
-        minimum=1024,
-    ),
-    Setting(
-        "api_max_body_bytes",
-        int,
-        16 * 1024 * 1024,
-        "Largest request body the admin API (`/api`) accepts, dataset imports included; bigger "
-        "bodies get HTTP 413 before they are read. Artifact uploads have their own limit, "
-        "`artifact_max_bytes`.",
-        minimum=1024,
-    ),
-    Setting(
-        "artifact_max_bytes",
-        int,
-        1024 * 1024 * 1024,
-        "Largest run artifact `PUT /api/runs/{id}/artifacts/{path}` accepts (streamed to disk, not "
-        "held in memory); bigger uploads get HTTP 413.",
-        minimum=1024,
-    ),
-    Setting(
-        "max_embedding_inputs",
-        int,
-        2048,
-        "Most inputs (texts or token arrays) one `/v1/embeddings` request may carry, like OpenAI's "
-        "limit; more get HTTP 400 asking the client to split the request.",
-        minimum=1,
-    ),
-    Setting(
-        "max_embedding_input_tokens",
-        int,
-        300_000,
-        "Most input tokens one `/v1/embeddings` request may carry over all its inputs; counted with "
-        "the model's own tokenizer where its provider has one (wordllama), otherwise bounded by "
-        "the text's UTF-8 bytes (no tokenizer makes more tokens than bytes). More get HTTP 400.",
-        minimum=1,
-    ),
-    Setting(
-        "prompt_render_timeout",
-        float,
-        0.5,
-        "Seconds one render of a prompt template may take (checked at every loop step, call and "
-        "output); a slower render fails with HTTP 400, and `apply` refuses a template that is too "
-        "slow even with placeholder variables. Keep it short: renders run on the request path.",
-        minimum=0.001,
-    ),
-    Setting(
-        "prompt_render_max_chars",
-        int,
-        4_000_000,
-        "Most characters one render of a prompt template may produce (its output, text captured "
-        "by `{% set %}` blocks and macros on the way); any single value it builds is held to it "
-        "too. A bigger render fails with HTTP 400.",
-        minimum=1000,
-    ),
-    Setting(
-        "capture_messages",
-        str,
-        "full",
-        "What traces keep of prompts and answers: `full`, "
-        "`truncated` (first `capture_max_chars` characters of each), or `none`.",
-        choices=("full", "truncated", "none"),
-    ),
-    Setting(
-        "capture_max_chars",
-        int,
-        2000,
-        "Characters kept per message when `capture_messages` is `truncated`.",
-        minimum=1,
-    ),
-    Setting(
-        "trace_queue_size",
-        int,
-        50_000,
-        "Traces waiting to be written that the gateway holds in "
-        "memory; beyond it new traces are dropped (and counted), never the request.",
-        minimum=1,
-    ),
-    Setting("trace_batch_size", int, 500, "Traces written per store transaction.", minimum=1),
-    Setting(
-        "trace_flush_interval",
-        float,
-        0.25,
-        "Longest time, in seconds, a trace waits in memory before it is written.",
-        minimum=0.01,
-    ),
-    Setting(
-        "trace_durability",
-        str,
-        "batched",
-        "`batched`: traces are written in batches off the request path; a process killed outright "
-        "(kill -9, power loss) loses the last `trace_flush_interval` of them. `acknowledged`: an "
-        "answer is sent (a stream's closing `[DONE]`) only once its trace is committed, so every "
-        "answered request is on record, at the cost of a commit per small group of requests.",
-        choices=("batched", "acknowledged"),
-    ),
-    Setting(
-        "default_timeout",
-        float,
-        120.0,
-        "Per-attempt timeout in seconds for targets that set none.",
-        minimum=0.001,
-    ),
-    Setting(
-        "shutdown_timeout",
-        float,
-        30.0,
-        "Seconds a shutdown waits for in-flight requests and the trace flush.",
-        minimum=0,
-    ),
-    Setting(
-        "metrics_max_label_values",
-        int,
-        100,
-        "Most distinct values one `/metrics` label (route, target, model) keeps; more are counted as "
-        "`__other__`, so clients sending arbitrary model names cannot blow up Prometheus.",
-        minimum=1,
-    ),
-    Setting(
-        "reload_interval",
-        float,
-        1.0,
-        "Seconds between checks for registry changes (new route or model versions, alias moves) "
-        "that a running gateway applies without restart.",
-        minimum=0.05,
-    ),
-    Setting(
-        "actor",
-        str,
-        None,
-        "Name recorded as who made a registry change from this process (alias moves, new versions). "
-        "Unset: the operating-system user.",
-    ),
-    Setting(
-        "local_threads", int, 0, "CPU threads llama.cpp uses for the local model; 0 = all cores.", minimum=0
-    ),
-    Setting(
-        "alert_interval",
-        float,
-        15.0,
-        "Seconds between evaluations of the alert rules (`monitoring: alerts:`). A drift check "
-        "that finishes also triggers one.",
-        minimum=0.05,
-    ),
-    Setting(
-        "online_eval_queue_size",
-        int,
-        1000,
-        "Sampled traces waiting to be scored by online evals; beyond it new samples are dropped "
-        "(and counted), never the request.",
-        minimum=1,
-    ),
-    Setting(
-        "online_eval_concurrency",
-        int,
-        4,
-        "Traces online evals score at once (a judge scorer calls its route this many times in parallel).",
-        minimum=1,
-    ),
-    Setting(
-        "otlp_max_body_bytes",
-        int,
-        16 * 1024 * 1024,
-        "Largest OTLP export `POST /v1/traces` accepts, compressed and after decompression; bigger "
-        "ones get HTTP 413 (lower the exporter's batch size).",
-        minimum=1024,
-    ),
-    Setting(
-        "otlp_export_endpoint",
-        str,
-        None,
-        "OTLP/HTTP endpoint that receives a copy of every gateway trace (protobuf, gzip), e.g. "
-        "`http://collector:4318/v1/traces`; a URL without a path gets `/v1/traces`. Unset: no export.",
-    ),
-    Setting(
-        "otlp_export_headers",
-        str,
-        None,
-        "Headers sent with each export, as `key=value` pairs separated by commas (values "
-        "percent-encoded), like `OTEL_EXPORTER_OTLP_HEADERS`: `authorization=Bearer%20abc`.",
-    ),
-    Setting(
-        "otlp_export_timeout",
-        float,
-        10.0,
-        "Seconds one export request may take before it is retried.",
-        minimum=0.1,
-    ),
-)
-
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-
 class Settings:
-    """Resolved settings. Attribute access by setting name; ``source(name)`` says where it came from."""
+    """Resolved settings, one typed attribute per setting; ``source(name)`` says where it came from."""
+
+    home: Annotated[
+        str,
+        Spec(
+            ".shipyard",
+            "Directory holding the store, artifacts and logs. Relative paths are resolved against the "
+            "working directory.",
+        ),
+    ]
+
+    host: Annotated[
+        str,
+        Spec(
+            "127.0.0.1",
+            "Interface `shipyard up` listens on. Use 0.0.0.0 to accept connections from other machines.",
+        ),
+    ]
+
+    port: Annotated[
+        int,
+        Spec(
+            8700,
+            "Port `shipyard up` listens on.",
+            minimum=1,
+        ),
+    ]
+
+    config: Annotated[
+        str | None,
+        Spec(
+            None,
+            "Path of the `shipyard.yaml` to load. Unset: `./shipyard.yaml` when it exists, else the "
+            "built-in default (route `default` on the embedded local model).",
+        ),
+    ]
+
+    database_url: Annotated[
+        str | None,
+        Spec(
+            None,
+            "SQLAlchemy URL of the store. Unset: SQLite (WAL) at `<home>/shipyard.db`. Example: "
+            "`postgresql+psycopg://user@host/db`.",
+        ),
+    ]
+
+    redis_url: Annotated[
+        str | None,
+        Spec(
+            None,
+            "Redis URL (`redis://host:6379/0`) where rate limits and budgets are counted, so that many "
+            "gateway workers share them. Unset: counted in this process (one worker) and saved in the "
+            "store.",
+        ),
+    ]
+
+    admin_key: Annotated[
+        str | None,
+        Spec(
+            None,
+            "An admin API key (`sk-shp-…`) to create at start if the store does not know it yet: for "
+            "automated deployments and CI. Unset: the first `shipyard up` on an empty store creates an "
+            "admin key and prints it once.",
+            secret=True,
+        ),
+    ]
+
+    session_ttl: Annotated[
+        float,
+        Spec(
+            12 * 3600.0,
+            "Seconds a dashboard login lasts before the key must be entered again.",
+            minimum=60,
+        ),
+    ]
+
+    audit_key: Annotated[
+        str | None,
+        Spec(
+            None,
+            "Secret that keys the audit log's hash chain and signs its anchors (HMAC-SHA256); keep it "
+            "off the database host. Unset: a random key is created on first use in `<home>/audit.key` "
+            "(mode 0600). Servers that share one Postgres store must share the key (set this on each, "
+            "or copy the file), or each reports the others' entries as written with another key.",
+            secret=True,
+        ),
+    ]
+
+    log_level: Annotated[
+        str,
+        Spec(
+            "info",
+            "Log level of the server.",
+            choices=("debug", "info", "warning", "error"),
+        ),
+    ]
+
+    max_body_bytes: Annotated[
+        int,
+        Spec(
+            8 * 1024 * 1024,
+            "Largest request body the gateway accepts; bigger bodies get HTTP 413.",
+            minimum=1024,
+        ),
+    ]
+
+    api_max_body_bytes: Annotated[
+        int,
+        Spec(
+            16 * 1024 * 1024,
+            "Largest request body the admin API (`/api`) accepts, dataset imports included; bigger "
+            "bodies get HTTP 413 before they are read. Artifact uploads have their own limit, "
+            "`artifact_max_bytes`.",
+            minimum=1024,
+        ),
+    ]
+
+    artifact_max_bytes: Annotated[
+        int,
+        Spec(
+            1024 * 1024 * 1024,
+            "Largest run artifact `PUT /api/runs/{id}/artifacts/{path}` accepts (streamed to disk, not "
+            "held in memory); bigger uploads get HTTP 413.",
+            minimum=1024,
+        ),
+    ]
+
+    max_embedding_inputs: Annotated[
+        int,
+        Spec(
+            2048,
+            "Most inputs (texts or token arrays) one `/v1/embeddings` request may carry, like OpenAI's "
+            "limit; more get HTTP 400 asking the client to split the request.",
+            minimum=1,
+        ),
+    ]
+
+    max_embedding_input_tokens: Annotated[
+        int,
+        Spec(
+            300_000,
+            "Most input tokens one `/v1/embeddings` request may carry over all its inputs; counted with "
+            "the model's own tokenizer where its provider has one (wordllama), otherwise bounded by the "
+            "text's UTF-8 bytes (no tokenizer makes more tokens than bytes). More get HTTP 400.",
+            minimum=1,
+        ),
+    ]
+
+    prompt_render_timeout: Annotated[
+        float,
+        Spec(
+            0.5,
+            "Seconds one render of a prompt template may take (checked at every loop step, call and "
+            "output); a slower render fails with HTTP 400, and `apply` refuses a template that is too "
+            "slow even with placeholder variables. Keep it short: renders run on the request path.",
+            minimum=0.001,
+        ),
+    ]
+
+    prompt_render_max_chars: Annotated[
+        int,
+        Spec(
+            4_000_000,
+            "Most characters one render of a prompt template may produce (its output, text captured by "
+            "`{% set %}` blocks and macros on the way); any single value it builds is held to it too. A "
+            "bigger render fails with HTTP 400.",
+            minimum=1000,
+        ),
+    ]
+
+    capture_messages: Annotated[
+        str,
+        Spec(
+            "full",
+            "What traces keep of prompts and answers: `full`, `truncated` (first `capture_max_chars` "
+            "characters of each), or `none`.",
+            choices=("full", "truncated", "none"),
+        ),
+    ]
+
+    capture_max_chars: Annotated[
+        int,
+        Spec(
+            2000,
+            "Characters kept per message when `capture_messages` is `truncated`.",
+            minimum=1,
+        ),
+    ]
+
+    trace_queue_size: Annotated[
+        int,
+        Spec(
+            50_000,
+            "Traces waiting to be written that the gateway holds in memory; beyond it new traces are "
+            "dropped (and counted), never the request.",
+            minimum=1,
+        ),
+    ]
+
+    trace_batch_size: Annotated[
+        int,
+        Spec(
+            500,
+            "Traces written per store transaction.",
+            minimum=1,
+        ),
+    ]
+
+    trace_flush_interval: Annotated[
+        float,
+        Spec(
+            0.25,
+            "Longest time, in seconds, a trace waits in memory before it is written.",
+            minimum=0.01,
+        ),
+    ]
+
+    trace_durability: Annotated[
+        str,
+        Spec(
+            "batched",
+            "`batched`: traces are written in batches off the request path; a process killed outright "
+            "(kill -9, power loss) loses the last `trace_flush_interval` of them. `acknowledged`: an "
+            "answer is sent (a stream's closing `[DONE]`) only once its trace is committed, so every "
+            "answered request is on record, at the cost of a commit per small group of requests.",
+            choices=("batched", "acknowledged"),
+        ),
+    ]
+
+    default_timeout: Annotated[
+        float,
+        Spec(
+            120.0,
+            "Per-attempt timeout in seconds for targets that set none.",
+            minimum=0.001,
+        ),
+    ]
+
+    shutdown_timeout: Annotated[
+        float,
+        Spec(
+            30.0,
+            "Seconds a shutdown waits for in-flight requests and the trace flush.",
+            minimum=0,
+        ),
+    ]
+
+    metrics_max_label_values: Annotated[
+        int,
+        Spec(
+            100,
+            "Most distinct values one `/metrics` label (route, target, model) keeps; more are counted "
+            "as `__other__`, so clients sending arbitrary model names cannot blow up Prometheus.",
+            minimum=1,
+        ),
+    ]
+
+    reload_interval: Annotated[
+        float,
+        Spec(
+            1.0,
+            "Seconds between checks for registry changes (new route or model versions, alias moves) "
+            "that a running gateway applies without restart.",
+            minimum=0.05,
+        ),
+    ]
+
+    actor: Annotated[
+        str | None,
+        Spec(
+            None,
+            "Name recorded as who made a registry change from this process (alias moves, new versions). "
+            "Unset: the operating-system user.",
+        ),
+    ]
+
+    local_threads: Annotated[
+        int,
+        Spec(
+            0,
+            "CPU threads llama.cpp uses for the local model; 0 = all cores.",
+            minimum=0,
+        ),
+    ]
+
+    alert_interval: Annotated[
+        float,
+        Spec(
+            15.0,
+            "Seconds between evaluations of the alert rules (`monitoring: alerts:`). A drift check that "
+            "finishes also triggers one.",
+            minimum=0.05,
+        ),
+    ]
+
+    online_eval_queue_size: Annotated[
+        int,
+        Spec(
+            1000,
+            "Sampled traces waiting to be scored by online evals; beyond it new samples are dropped "
+            "(and counted), never the request.",
+            minimum=1,
+        ),
+    ]
+
+    online_eval_concurrency: Annotated[
+        int,
+        Spec(
+            4,
+            "Traces online evals score at once (a judge scorer calls its route this many times in parallel).",
+            minimum=1,
+        ),
+    ]
+
+    otlp_max_body_bytes: Annotated[
+        int,
+        Spec(
+            16 * 1024 * 1024,
+            "Largest OTLP export `POST /v1/traces` accepts, compressed and after decompression; bigger "
+            "ones get HTTP 413 (lower the exporter's batch size).",
+            minimum=1024,
+        ),
+    ]
+
+    otlp_export_endpoint: Annotated[
+        str | None,
+        Spec(
+            None,
+            "OTLP/HTTP endpoint that receives a copy of every gateway trace (protobuf, gzip), e.g. "
+            "`http://collector:4318/v1/traces`; a URL without a path gets `/v1/traces`. Unset: no "
+            "export.",
+        ),
+    ]
+
+    otlp_export_headers: Annotated[
+        str | None,
+        Spec(
+            None,
+            "Headers sent with each export, as `key=value` pairs separated by commas (values "
+            "percent-encoded), like `OTEL_EXPORTER_OTLP_HEADERS`: `authorization=Bearer%20abc`.",
+        ),
+    ]
+
+    otlp_export_timeout: Annotated[
+        float,
+        Spec(
+            10.0,
+            "Seconds one export request may take before it is retried.",
+            minimum=0.1,
+        ),
+    ]
 
     def __init__(
         self,
@@ -352,12 +464,7 @@ class Settings:
             else:
                 self._values[s.name] = s.default
                 self._sources[s.name] = "default"
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["_values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+            setattr(self, s.name, self._values[s.name])
 
     def source(self, name: str) -> str:
         return self._sources[name]
@@ -385,6 +492,30 @@ class Settings:
         if url:
             return str(url)
         return f"sqlite:///{self.home_path / 'shipyard.db'}"
+
+
+def declared_settings(cls: type) -> tuple[Setting, ...]:
+    """The table of settings, from the class's ``Annotated[type, Spec(...)]`` attributes in order."""
+    found: list[Setting] = []
+    for name, hint in get_type_hints(cls, include_extras=True).items():
+        specs = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Spec)]
+        if not specs:
+            continue
+        spec = specs[0]
+        declared = get_args(hint)[0]
+        members = get_args(declared) if isinstance(declared, types.UnionType) else (declared,)
+        kinds = [k for k in members if k is not type(None)]
+        if len(kinds) != 1:
+            raise TypeError(f"setting `{name}` must have one type (optionally `| None`), not {declared}")
+        if spec.default is None and len(kinds) == len(members):
+            raise TypeError(f"setting `{name}` defaults to None, so its type must include None")
+        kind = kinds[0]
+        found.append(Setting(name, kind, spec.default, spec.help, spec.choices, spec.minimum, spec.secret))
+    return tuple(found)
+
+
+SETTINGS: tuple[Setting, ...] = declared_settings(Settings)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def render_markdown() -> str:
