@@ -4,6 +4,15 @@ provider attempts, OTLP export, alert webhooks, the trace writer's store retries
 The wait doubles with each attempt from ``base``, is jittered to half to one-and-a-half times that
 (so many clients retrying at once spread out), is capped, and never undercuts a ``Retry-After``
 the other side asked for (itself capped, so a hostile or broken server cannot park us for hours).
+
+Why not tenacity or stamina: what they would own is this function's ten lines. The loops around
+it are where the work is, and each is different in ways a retry decorator does not express: the
+gateway's attempts move on to the next target of a route between retries and record a span per
+attempt (``gateway/stages/attempts.py``); a webhook delivery records its attempts, last status
+and last error and stops at once on a 4xx other than 408/429; the OTLP exporter keeps a bounded
+queue and counts what it dropped; the trace writer retries a batch a few times and then counts it
+as dropped rather than stall the queue. Each calls this one rule for the wait, so the policy is
+still written once.
 """
 
 from __future__ import annotations
