@@ -383,6 +383,28 @@ def count_traces(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM traces").fetchone()[0])
 
 
+def tree_label(src: Path) -> str:
+    """The commit a source tree was checked out at, for the before/after heading."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()[:100]
+    except (OSError, subprocess.CalledProcessError):
+        return str(src)
+
+
+def before_after(section: str, before: Path) -> str:
+    """The same table, headed as a change's before/after: which tree was `before`."""
+    rest = section.partition("\n")[2]  # the table and notes, without the main section's heading
+    now = tree_label(ROOT)
+    return (
+        "## Gateway overhead: before and after a change\n\n"
+        f"`shipyard (before)` is the tree at `{tree_label(before)}`; `shipyard` is `{now}`. Both "
+        "ran in this one run, on the same machine, one after the other (before first)." + rest
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     runs = {r["name"]: r for r in results["runs"]}
     direct = runs["direct"]
@@ -463,8 +485,8 @@ def main() -> None:
         "--before",
         metavar="SRC",
         help="Also measure Shipyard from another source tree (its src/ directory, e.g. of a "
-        "`git worktree add /tmp/before HEAD`), as a `shipyard (before)` row; prints only, never "
-        "touches the docs.",
+        "`git worktree add /tmp/before <commit>`), as a `shipyard (before)` row, in the same run; "
+        "writes the before/after section of the docs instead of the main one.",
     )
     args = parser.parse_args()
     if args.quick:
@@ -474,9 +496,11 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "gateway_overhead.json").write_text(json.dumps(results, indent=2))
     section = render(results)
+    if args.before:
+        section = before_after(section, Path(args.before))
     print(section)
-    if not args.quick and not args.before:
-        write_section("gateway-overhead", section)
+    if not args.quick:
+        write_section("gateway-before-after" if args.before else "gateway-overhead", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 
