@@ -347,6 +347,12 @@ class DictCache:
             raise RuntimeError("cache down")
         self.kept[self.key(req, answer.chunks is not None)] = answer
 
+    def applies(self, req: Request) -> bool:
+        return True
+
+    def release(self, req: Request) -> None:
+        pass
+
 
 async def test_the_cache_slot_is_empty_and_leaves_traces_as_they_were() -> None:
     gw, _ = make_gateway(make_route([make_target(Scripted("m"))]))

@@ -135,9 +135,19 @@ class Settings:
         str | None,
         Spec(
             None,
-            "Redis URL (`redis://host:6379/0`) where rate limits and budgets are counted, so that many "
-            "gateway workers share them. Unset: counted in this process (one worker) and saved in the "
-            "store.",
+            "Redis URL (`redis://host:6379/0`) where rate limits and budgets are counted and response-cache "
+            "entries kept, so that many gateway workers share them. Unset: counted and kept in this process "
+            "(one worker); the spend is saved in the store.",
+        ),
+    ]
+
+    cache_max_bytes: Annotated[
+        int,
+        Spec(
+            256 * 1024 * 1024,
+            "Most bytes of answers the in-process response cache keeps (routes with `cache:`, when "
+            "`redis_url` is unset); the least recently used go first.",
+            minimum=1024 * 1024,
         ),
     ]
 

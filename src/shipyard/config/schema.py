@@ -175,6 +175,31 @@ class LimitsConfig(Strict):
         return all(v is None for v in self.model_dump().values())
 
 
+class CacheConfig(Strict):
+    """A route's response cache (see docs/cache.md): an identical request within ``ttl`` is answered
+    from the cache, without calling a provider."""
+
+    mode: Literal["exact"] = Field(
+        "exact",
+        description="`exact`: the same request (every field that changes the answer, after the input "
+        "guards) gets the same answer.",
+    )
+    ttl: float = Field(3600.0, gt=0, le=30 * 86400, description="Seconds an answer stays valid.")
+    scope: Literal["key", "user", "global"] = Field(
+        "key",
+        description="Who shares answers: `key` (callers with the same API key), `user` (the same API key "
+        "and the same `user` field or X-Shipyard-Session), `global` (every caller of the route).",
+    )
+    sampled: bool = Field(
+        False,
+        description="Also cache requests with `temperature` > 0 (their answers are meant to vary, so by "
+        "default they always reach the model).",
+    )
+    max_entry_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Answers larger than this are not cached."
+    )
+
+
 class RouteConfig(Strict):
     name: Name = Field(..., description="What clients send as `model`.")
     description: str = ""
@@ -200,6 +225,9 @@ class RouteConfig(Strict):
     )
     limits: LimitsConfig | None = Field(
         None, description="Rate limits and budgets shared by every caller of this route."
+    )
+    cache: CacheConfig | None = Field(
+        None, description="Answer repeated requests from a response cache (off unless set)."
     )
 
     @field_validator("targets")

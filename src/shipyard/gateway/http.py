@@ -24,10 +24,12 @@ from shipyard.errors import Forbidden, PayloadTooLarge, ShipyardError, Unauthori
 from shipyard.gateway import validation
 from shipyard.gateway.auth import AuthService, Principal
 from shipyard.gateway.service import Gateway
+from shipyard.gateway.stages.cache import HIT_ATTR
 from shipyard.tracing.otlp import otlp_traces
 from shipyard.tracing.spans import Trace
 
 JSON = "application/json"
+CACHE_HEADER = "x-shipyard-cache"  # hit | miss, on routes with a response cache
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -40,6 +42,9 @@ def _trace_headers(trace: Trace) -> dict[str, str]:
         headers["x-shipyard-route"] = trace.route
     if trace.target:
         headers["x-shipyard-target"] = trace.target
+    hit = trace.spans[0].attributes.get(HIT_ATTR) if trace.spans else None
+    if hit is not None:  # only on routes with a response cache
+        headers[CACHE_HEADER] = "hit" if hit else "miss"
     return headers
 
 

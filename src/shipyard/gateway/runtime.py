@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shipyard.config.loader import LoadedConfig
-from shipyard.config.schema import LimitsConfig, ModelConfig, Pricing, RouteConfig, TargetConfig
+from shipyard.config.schema import CacheConfig, LimitsConfig, ModelConfig, Pricing, RouteConfig, TargetConfig
 from shipyard.errors import ConfigError, RouteNotFound
 from shipyard.providers.base import Health, Provider, SupervisesWorkers, WorkerStatus
 from shipyard.registry.prompts import Prompt
@@ -61,6 +61,7 @@ class Route:
     guard: GuardPipeline | None = None  # None: no guards, and no cost on the request path
     public: bool = False  # served on /v1 without an API key
     limits: LimitsConfig | None = None  # route-wide rate limits and budgets
+    cache: CacheConfig | None = None  # None: no response cache, and no cost on the request path
     _cumulative: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -197,6 +198,7 @@ class Runtime:
             guard,
             r.public,
             r.limits if r.limits is not None and not r.limits.empty() else None,
+            r.cache,
         )
 
     def resolve(self, name: Any, kind: str) -> Route:

@@ -152,7 +152,7 @@ class Gateway:
             self.planner.plan(req)
             if self.limits.applies(req):
                 await self.limits.admit(req)
-            cached = await self.cache.lookup(req, stream=False) if self.cache.active else None
+            cached = await self.cache.lookup(req, stream=False) if self.cache.applies(req) else None
             if cached is not None:
                 assert cached.result is not None
                 result = cached.result
@@ -160,7 +160,7 @@ class Gateway:
                 answered = await attempt(req, call_whole, self.planner.call)
                 record_answer(req.trace, answered.span, answered.target, answered.result)
                 result = guards.check_output(req, answered.result)
-                if self.cache.active:
+                if self.cache.applies(req):
                     await self.cache.store(req, self.cache.answer(req, result=result))
         except ShipyardError as exc:
             self.tracer.finish(req, exc, exc.status)
@@ -172,6 +172,8 @@ class Gateway:
         finally:
             self._leave(runtime)
             self.limits.settle(req, abandoned)
+            if req.cache_key is not None:
+                self.cache.release(req)
         trace = req.trace
         trace.ttft_ms = trace.latency_ms
         if isinstance(result, Embeddings):
@@ -225,7 +227,7 @@ class Gateway:
             self.planner.plan(req)
             if self.limits.applies(req):
                 await self.limits.admit(req)
-            cached = await self.cache.lookup(req, stream=True) if self.cache.active else None
+            cached = await self.cache.lookup(req, stream=True) if self.cache.applies(req) else None
             if cached is not None:
                 assert cached.chunks
                 stream = self.relay.run(req, cached.chunks[0], replay(cached.chunks), None, self._leave)
@@ -240,11 +242,13 @@ class Gateway:
             self._leave(runtime)
             self.tracer.finish(req, exc, exc.status)
             self.limits.settle(req)
+            self.cache.release(req)
             raise
         except BaseException as exc:
             self._leave(runtime)
             self.tracer.finish(req, ClientGone(f"stream setup aborted: {type(exc).__name__}"), 499)
             self.limits.settle(req, abandoned=True)
+            self.cache.release(req)
             raise
 
     # -- in flight -------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ class Gateway:
         self.in_flight += 1
         runtime.active += 1
         self.idle.clear()
-        return Request(op, body, route, runtime, key, principal, trace, root)
+        return Request(op, body, route, runtime, key, principal, trace, root, headers)
 
     def _leave(self, runtime: Runtime) -> None:
         self.in_flight -= 1

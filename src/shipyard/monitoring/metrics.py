@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from shipyard.gateway.stages.cache import HIT_ATTR, SAVED_TOKENS_ATTR, SAVED_USD_ATTR
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Trace
 
@@ -157,6 +158,24 @@ class Metrics:
             ("route", "scanner", "action"),
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "shipyard_cache_lookups",
+            "Requests on routes with a response cache, by result (hit or miss): hits / all is the hit ratio.",
+            ("route", "result"),
+            registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            "shipyard_cache_saved_usd",
+            "What the answers served from the cache cost when made.",
+            ("route",),
+            registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            "shipyard_cache_saved_tokens",
+            "Input plus output tokens of the answers served from the cache.",
+            ("route",),
+            registry=r,
+        )
         self.label_overflow = Counter(
             "shipyard_metric_label_overflow",
             f"Label values counted as `{OTHER}` because a label already had the maximum distinct values.",
@@ -222,6 +241,13 @@ class Metrics:
             cost.inc(trace.cost_usd)
         if trace.attempts:
             attempts.inc(trace.attempts)
+        root = trace.spans[0].attributes if trace.spans else {}
+        hit = root.get(HIT_ATTR)
+        if hit is not None:
+            self.cache_lookups.labels(route, "hit" if hit else "miss").inc()
+            if hit:
+                self.cache_saved_usd.labels(route).inc(root.get(SAVED_USD_ATTR) or 0.0)
+                self.cache_saved_tokens.labels(route).inc(root.get(SAVED_TOKENS_ATTR) or 0)
         findings = trace.attributes.get("guard.findings")
         if findings:
             # Scanner names come from the route's config, not from clients: bounded already.

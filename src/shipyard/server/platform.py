@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from shipyard.config.loader import Document, default_document
 from shipyard.errors import ConfigError
 from shipyard.gateway.auth import AuthService
+from shipyard.gateway.cache import RouteCache, build_cache
 from shipyard.gateway.limits import build_limiter
 from shipyard.gateway.runtime import Runtime, build_runtime
 from shipyard.gateway.service import Gateway
@@ -91,6 +92,7 @@ class Platform:
         gateway = Gateway(runtime, writer, settings.default_timeout)
         gateway.durable = settings.trace_durability == "acknowledged"
         gateway.limiter = build_limiter(settings, store)
+        gateway.cache.backend = build_cache(settings.redis_url, settings.cache_max_bytes)
         gateway.max_embedding_tokens = settings.max_embedding_input_tokens
         platform = cls(settings, store, registry, writer, gateway, document, applied)
         platform.auth = AuthService(store, settings.session_ttl)
@@ -226,6 +228,8 @@ class Platform:
         await self.runtime.close()
         if self.gateway.limiter is not None:
             await self.gateway.limiter.close()  # saves the spend settled since its last flush
+        if isinstance(self.gateway.cache.backend, RouteCache):
+            await self.gateway.cache.backend.close()
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.auth.flush)
         pending = self.writer.pending

@@ -1,5 +1,5 @@
-"""The cache stage: the slot where a response cache plugs in. None is plugged in yet, and an empty
-slot costs one attribute check per request.
+"""The cache stage: the slot where a response cache plugs in (``gateway/cache.py``: per route, opt-in).
+An empty slot, or a route the cache does not apply to, costs an attribute check per request.
 
 Where it sits, and why there: after the input guards (a key must be built from the redacted body,
 and a blocked request must not be answered from the cache), after the plan (the target chosen by a
@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shipyard.gateway.stages.context import Request
-from shipyard.providers.base import Completion, Embeddings, StreamChunk
+from shipyard.providers.base import Completion, Embeddings, StreamChunk, Usage
 
 log = logging.getLogger("shipyard.gateway")
 
-HIT_ATTR = "shipyard.cache.hit"  # on the root span, only when a cache is plugged in
+# A Shipyard body field, never sent upstream: `"cache": false` keeps the request out of the cache.
+OPT_OUT_FIELD = "cache"
+HIT_ATTR = "shipyard.cache.hit"  # on the root span, only where the route uses a cache
+SOURCE_ATTR = "shipyard.cache.source_trace"  # on a hit: the trace that produced the answer
+SAVED_USD_ATTR = "shipyard.cache.saved_usd"  # on a hit: what the answer cost when it was made
+SAVED_TOKENS_ATTR = "shipyard.cache.saved_tokens"  # on a hit: its input plus output tokens
 
 
 @dataclass(slots=True)
@@ -33,6 +38,17 @@ class CachedAnswer:
     model: str | None
     result: Completion | Embeddings | None = None  # a whole answer
     chunks: list[StreamChunk] | None = None  # a streamed answer, event by event
+    source_trace: str | None = None  # the trace whose answer this is (on a hit)
+    saved_usd: float | None = None  # what that answer cost (on a hit: what the hit saved)
+
+    def usage(self) -> Usage | None:
+        """The tokens the answer took when it was made."""
+        if self.result is not None:
+            return self.result.usage
+        for chunk in reversed(self.chunks or []):
+            if chunk.usage is not None:
+                return chunk.usage
+        return None
 
 
 class ResponseCache(Protocol):
@@ -47,6 +63,14 @@ class ResponseCache(Protocol):
         """Keep an answer that passed the output guards."""
         ...
 
+    def applies(self, req: Request) -> bool:
+        """Whether the request's route uses this cache at all (a plain check, no await)."""
+        ...
+
+    def release(self, req: Request) -> None:
+        """The request ended, answered or not: whatever it held in the cache is let go."""
+        ...
+
 
 class CacheSlot:
     """The stage around an optional :class:`ResponseCache` (``backend``). The pipeline calls it only
@@ -59,6 +83,17 @@ class CacheSlot:
     def active(self) -> bool:
         return self.backend is not None
 
+    def applies(self, req: Request) -> bool:
+        """Whether the cache stage runs for this request: a cache is plugged in and its route uses it."""
+        return self.backend is not None and self.backend.applies(req)
+
+    def release(self, req: Request) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.release(req)
+            except Exception:
+                log.exception("response cache release failed for trace %s", req.trace.trace_id)
+
     async def lookup(self, req: Request, stream: bool) -> CachedAnswer | None:
         """A usable hit (recorded on the trace), or None. A failing cache is a miss, never an
         error: the providers can still answer."""
@@ -70,10 +105,18 @@ class CacheSlot:
             cached = None
         if cached is not None and not (cached.chunks if stream else cached.result is not None):
             cached = None  # a whole answer cannot be replayed as a stream, nor chunks sent whole
-        req.root.attributes[HIT_ATTR] = cached is not None
+        attributes = req.root.attributes
+        attributes[HIT_ATTR] = cached is not None
         if cached is not None:
             trace = req.trace
             trace.target, trace.provider, trace.model = cached.target, cached.provider, cached.model
+            if cached.source_trace is not None:
+                attributes[SOURCE_ATTR] = cached.source_trace
+            if cached.saved_usd:
+                attributes[SAVED_USD_ATTR] = cached.saved_usd
+            usage = cached.usage()
+            if usage is not None:
+                attributes[SAVED_TOKENS_ATTR] = usage.total_tokens
         return cached
 
     async def store(self, req: Request, answer: CachedAnswer) -> None:

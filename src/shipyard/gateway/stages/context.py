@@ -3,6 +3,7 @@ extends, and the error a request ends with when its client leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +37,11 @@ class Request:
     principal: Principal | None
     trace: Trace
     root: Span
+    headers: Mapping[str, str] | None = None  # the client's request headers (Cache-Control)
     guard: GuardState | None = None
     plan: list[Target] = field(default_factory=list)
     ticket: Ticket | None = None
+    cache_key: str | None = None  # set by the cache stage when the answer may be stored
 
 
 class ClientGone(ShipyardError):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from shipyard.errors import InvalidRequest
 from shipyard.gateway.limits import measure_prompt
+from shipyard.gateway.stages.cache import OPT_OUT_FIELD
 from shipyard.gateway.stages.context import Request
 from shipyard.gateway.stages.guards import prepare_call
 from shipyard.providers.base import Call
@@ -37,6 +38,13 @@ class Planner:
         attributes[sc.CANDIDATES] = [t.label for t in plan]
         if req.op == "embeddings":
             self.check_embedding_size(req)
+        opt_out = req.body.get(OPT_OUT_FIELD)
+        if opt_out is not None and not isinstance(opt_out, bool):
+            raise InvalidRequest(
+                f"`{OPT_OUT_FIELD}` must be true or false (false: neither read nor store this request in "
+                f"the route's response cache); got {type(opt_out).__name__}",
+                param=OPT_OUT_FIELD,
+            )
 
     def check_embedding_size(self, req: Request) -> None:
         """Refuse an embeddings request with more input tokens than `max_embedding_input_tokens`.
@@ -88,7 +96,8 @@ class Planner:
             merged = {**target.model.params, **body, **target.params}
         else:
             merged = dict(body)
-        merged.pop("variables", None)  # Shipyard's own field: never sent upstream
+        merged.pop("variables", None)  # Shipyard's own fields: never sent upstream
+        merged.pop(OPT_OUT_FIELD, None)
         merged["model"] = target.provider_model
         call = Call(body=merged, model=target.provider_model, timeout=target.timeout, user=req.key)
         if op == "embeddings":

@@ -56,7 +56,7 @@ class Relay:
         target = answered.target if answered is not None else None
         label = target.label if target is not None else trace.target
         durable = self.tracer.durable
-        kept: list[StreamChunk] | None = [] if self.cache.active and answered is not None else None
+        kept: list[StreamChunk] | None = [] if answered is not None and self.cache.applies(req) else None
         texts: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
@@ -87,8 +87,6 @@ class Relay:
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-            if kept is not None:
-                await self.cache.store(req, self.cache.answer(req, chunks=kept))
         except TimeoutError:
             assert target is not None
             error = ProviderTimeout(f"target `{label}` stalled for {target.timeout:g}s mid-stream")
@@ -124,6 +122,11 @@ class Relay:
                 answered.span.status = "error"
                 answered.span.attributes[sc.ERROR_TYPE] = error_type(error)
             committed = self.tracer.finish(req, error, status)
+            if error is not None:
+                self.cache.release(req)
+        if kept is not None and error is None:
+            # Offered only now, once the trace has the answer's usage and cost (what a hit saves).
+            await self.cache.store(req, self.cache.answer(req, chunks=kept))
         if held:
             await self.tracer.committed(committed, trace)
             yield held
