@@ -5,9 +5,10 @@ Why matplotlib here when the dashboard draws with Plotly: an eval report is a fi
 the dashboard serves as it is, and a developer key can overwrite it, so the dashboard serves it
 under ``REPORT_CSP`` — a sandbox with no script at all. A live Plotly chart needs script; Plotly's
 own static export (kaleido 1.x, which plotly 7 requires) needs a Chrome installed or downloaded at
-run time. Measured on the test suite's report (30 cases, two scorers, a baseline): 51 KB and about
-0.1-0.3 s to load in Chromium with these SVGs, against 4.8 MB (plotly.min.js inlined) and 2.4-3.1 s
-with live Plotly charts. The dashboard's eval page draws the same figures interactively, with Plotly.
+run time. ``benchmarks/report_charts.py`` measures both on one report (30 cases, two scorers, a
+baseline; docs/benchmarks.md): 46 KB and ~0.15 s to load in Chromium with these SVGs, every chart
+drawn under the sandbox, against 4.7 MB (plotly.min.js inlined), ~1.1 s and no chart at all under
+it with live Plotly. The dashboard's eval page draws the same figures interactively, with Plotly.
 """
 
 from __future__ import annotations
