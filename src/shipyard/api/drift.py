@@ -120,15 +120,5 @@ def run_drift(body: RunDriftRequest, store: Store = Depends(deps.store)) -> dict
     now = time.time()
     _check_window(body.reference, "reference", now)
     _check_window(body.current, "current", now)
-    report = svc.run_drift(
-        store,
-        body.route,
-        body.reference,
-        body.current,
-        alpha=body.alpha,
-        max_samples=body.max_samples,
-        min_samples=body.min_samples,
-        psi_threshold=body.psi_threshold,
-        seed=body.seed,
-    )
-    return report.to_dict()
+    # The request's fields are run_drift's arguments, one for one (as a scheduled check's are).
+    return svc.run_drift(store, **body.model_dump()).to_dict()

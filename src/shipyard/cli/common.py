@@ -3,7 +3,9 @@ store, and output (JSON, and tables that stay readable and greppable at any widt
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from shipyard.config.loader import Document, find_config, settings_section
+from shipyard.errors import ShipyardError
 from shipyard.settings import BY_NAME, Settings
 from shipyard.store.db import Store
 
@@ -123,6 +126,28 @@ def open_store(settings: Settings, migrate: bool = True, *, create: bool = False
         store.migrate()
     announce_new_store(new)
     return store
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def fail(message: str, status: int = 1) -> typer.Exit:
+    """Print one red `error:` line on stderr; the caller raises the returned Exit (``status``)."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(status)
+
+
+@contextlib.contextmanager
+def exit_on_error(*also: type[Exception]) -> Iterator[None]:
+    """Service errors (and those of the ``also`` types, such as OSError for commands that read
+    files) become one red line on stderr and exit status 1, never a traceback. The line is the
+    error's str(): a ConfigError's carries its list of problems."""
+    try:
+        yield
+    except ShipyardError as exc:
+        raise fail(str(exc)) from None
+    except also as exc:
+        raise fail(str(exc)) from None
 
 
 # -- output ------------------------------------------------------------------------------------

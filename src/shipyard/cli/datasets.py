@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,13 @@ from shipyard.cli.common import (
     JsonOpt,
     console,
     err_console,
+    exit_on_error,
     open_store,
     print_json,
     settings_only,
 )
 from shipyard.cli.traces import parse_since
-from shipyard.errors import InvalidRequest, ShipyardError
+from shipyard.errors import InvalidRequest
 from shipyard.registry import datasets as svc
 from shipyard.settings import Settings
 from shipyard.store.db import Store
@@ -55,19 +55,6 @@ DedupeOpt = typer.Option(
     "--dedupe",
     help="Drop examples whose input and expected repeat an earlier one (the first is kept).",
 )
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Service errors become one red line on stderr and exit status 1, never a traceback."""
-    try:
-        yield
-    except ShipyardError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
 
 
 def _open(home: str | None, create: bool = False) -> tuple[Settings, Store]:
@@ -179,7 +166,7 @@ def create(
     json_out: bool = JsonOpt,
 ) -> None:
     """Create an empty dataset (import or from-traces also create one when needed)."""
-    with _errors():
+    with exit_on_error(OSError):
         _, store = _open(home, create=True)
         dataset = svc.create_dataset(store, name, description)
     if json_out:
@@ -191,7 +178,7 @@ def create(
 @app.command("list")
 def list_datasets(home: str = HomeOpt, json_out: bool = JsonOpt) -> None:
     """List datasets with their latest version."""
-    with _errors():
+    with exit_on_error(OSError):
         _, store = _open(home)
         rows = svc.list_datasets(store)
     if json_out:
@@ -234,7 +221,7 @@ def show(
     json_out: bool = JsonOpt,
 ) -> None:
     """Show a dataset version: summary and its first examples."""
-    with _errors():
+    with exit_on_error(OSError):
         _, store = _open(home)
         name, _ = svc.parse_ref(ref)
         dataset = svc.get_dataset(store, name)
@@ -289,7 +276,7 @@ def versions(
     json_out: bool = JsonOpt,
 ) -> None:
     """List every version of a dataset, oldest first."""
-    with _errors():
+    with exit_on_error(OSError):
         _, store = _open(home)
         rows = svc.list_versions(store, name)
     if json_out:
@@ -350,7 +337,7 @@ def import_file(
 
     The whole file is checked first: an error names its line and field and writes nothing.
     """
-    with _errors():
+    with exit_on_error(OSError):
         if fmt is not None and fmt not in svc.FORMATS:
             raise InvalidRequest(f"--format must be one of {', '.join(svc.FORMATS)}; got `{fmt}`")
         if not file.is_file():
@@ -388,7 +375,7 @@ def export(
     home: str = HomeOpt,
 ) -> None:
     """Write a version as JSONL (one example per line); importing it gives the same hash."""
-    with _errors():
+    with exit_on_error(OSError):
         _, store = _open(home)
         info, lines = svc.export_jsonl(store, ref)
         big = output is not None and info.n_examples >= PROGRESS_EXAMPLES and err_console.is_terminal
@@ -467,7 +454,7 @@ def from_traces(
         limit=limit,
         feedback=feedback,
     )
-    with _errors():
+    with exit_on_error(OSError):
         settings, store = _open(home)
         result = svc.from_traces(
             store,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +14,11 @@ from shipyard.cli.common import (
     HomeOpt,
     JsonOpt,
     console,
-    err_console,
+    exit_on_error,
     open_store,
     print_json,
     settings_only,
 )
-from shipyard.errors import ShipyardError
 from shipyard.monitoring import drift as svc
 
 _HELP = (
@@ -33,16 +30,6 @@ _HELP = (
 )
 
 app = typer.Typer(help=_HELP, invoke_without_command=True, rich_markup_mode=None)
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Service errors become one red line on stderr and exit status 1, never a traceback."""
-    try:
-        yield
-    except ShipyardError as exc:
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-        raise typer.Exit(1) from None
 
 
 def _p(value: float | None) -> str:
@@ -183,7 +170,7 @@ def drift(
     if route is None:
         console.print(ctx.get_help())
         raise typer.Exit(0 if len(ctx.args) == 0 else 2)
-    with _errors():
+    with exit_on_error():
         ref_spec = svc.join_offset(reference, reference_offset, "reference")
         cur_spec = svc.join_offset(current, current_offset, "current")
         store = open_store(settings_only(home))
@@ -214,7 +201,7 @@ def list_reports(
     json_out: bool = JsonOpt,
 ) -> None:
     """List past drift reports, newest first."""
-    with _errors():
+    with exit_on_error():
         reports = svc.list_reports(open_store(settings_only(home)), route, limit=limit)
     if json_out:
         print_json([r.summary() for r in reports])
@@ -255,7 +242,7 @@ def show(
     json_out: bool = JsonOpt,
 ) -> None:
     """Show one saved drift report: every test and the topic clusters."""
-    with _errors():
+    with exit_on_error():
         report = svc.get_report(open_store(settings_only(home)), report_id)
     if json_out:
         print_json(report.to_dict())

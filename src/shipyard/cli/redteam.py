@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,12 @@ def _registry_document(settings: Any, doc: Any) -> Any:
     )
 
 
+# Runs the command's attacks through a target: the same for both ways of reaching the route.
+RunAttacks = Callable[[rt.Target], Awaitable[list[rt.Result]]]
+
+
 async def _in_process(
-    settings: Any,
-    doc: Any,
-    route: str,
-    attacks: list[rt.Attack],
-    planted: rt.Planted,
-    judge: rt.Judge,
-    options: dict[str, Any],
-    on_result: Any,
-    run_tag: str,
+    settings: Any, doc: Any, route: str, max_tokens: int | None, attack: RunAttacks
 ) -> tuple[list[rt.Result], dict[str, Any]]:
     from shipyard.server.platform import Platform
 
@@ -112,45 +109,18 @@ async def _in_process(
             },
         }
         await platform.open()
-        target = rt.GatewayTarget(platform.gateway, route, options["max_tokens"])
-        results = await rt.run_attacks(
-            target,
-            attacks,
-            planted,
-            judge,
-            concurrency=options["concurrency"],
-            limit_s=options["timeout"],
-            run_tag=run_tag,
-            on_result=on_result,
-        )
+        results = await attack(rt.GatewayTarget(platform.gateway, route, max_tokens))
     finally:
         await platform.close()
     return results, info
 
 
 async def _over_http(
-    url: str,
-    api_key: str | None,
-    route: str,
-    attacks: list[rt.Attack],
-    planted: rt.Planted,
-    judge: rt.Judge,
-    options: dict[str, Any],
-    on_result: Any,
-    run_tag: str,
+    url: str, api_key: str | None, route: str, options: dict[str, Any], attack: RunAttacks
 ) -> list[rt.Result]:
     target = rt.HttpTarget(url, route, api_key or None, options["timeout"], options["max_tokens"])
     try:
-        return await rt.run_attacks(
-            target,
-            attacks,
-            planted,
-            judge,
-            concurrency=options["concurrency"],
-            limit_s=options["timeout"],
-            run_tag=run_tag,
-            on_result=on_result,
-        )
+        return await attack(target)
     finally:
         await target.close()
 
@@ -361,13 +331,24 @@ def redteam(
             )["run_id"]
         )
         run_tag = f"run:{run_id}"  # the traces of the attacks carry the run's id
+
+    def attack(target: rt.Target) -> Awaitable[list[rt.Result]]:
+        return rt.run_attacks(
+            target,
+            all_attacks,
+            planted,
+            judge,
+            concurrency=concurrency,
+            limit_s=timeout,
+            run_tag=run_tag,
+            on_result=on_result,
+        )
+
     try:
         if url:
-            coro: Any = _over_http(
-                url, api_key, route, all_attacks, planted, judge, options, on_result, run_tag
-            )
+            coro: Any = _over_http(url, api_key, route, options, attack)
         else:
-            coro = _in_process(settings, doc, route, all_attacks, planted, judge, options, on_result, run_tag)
+            coro = _in_process(settings, doc, route, max_tokens or None, attack)
         with progress:
             outcome = asyncio.run(coro)
     except BaseException as exc:

@@ -20,6 +20,8 @@ from shipyard.cli.common import (
     cli_actor,
     console,
     err_console,
+    exit_on_error,
+    fail,
     open_store,
     print_json,
     settings_only,
@@ -50,8 +52,7 @@ def _when(t: float) -> str:
 
 
 def _fail(exc: ShipyardError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-    return typer.Exit(1)
+    return fail(str(exc))
 
 
 def print_plan(plan: Plan, dry_run: bool) -> None:
@@ -130,10 +131,8 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """Print one version: number, hash, aliases, and its spec as YAML."""
         registry, _ = _registry(home)
-        try:
+        with exit_on_error():
             v = registry.get_ref(kind, ref)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         data = v.to_dict()
         if kind == "prompt":
             from shipyard.registry.prompts import variables_of
@@ -169,10 +168,8 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """Every version with its number, hash, aliases and author."""
         registry, _ = _registry(home)
-        try:
+        with exit_on_error():
             rows = registry.versions(kind, name)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         if json_out:
             print_json([v.to_dict() for v in rows])
             return
@@ -206,11 +203,9 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """A unified diff of two versions (messages, params, targets…)."""
         registry, _ = _registry(home)
-        try:
+        with exit_on_error():
             text = registry.diff(kind, name, a, b)
             va, vb = registry.get(kind, name, a), registry.get(kind, name, b)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         if json_out:
             print_json(
                 {
@@ -288,10 +283,8 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """Point ALIAS at VERSION. A running gateway serves the change within a few seconds."""
         registry, actor = _registry(home)
-        try:
+        with exit_on_error():
             event = registry.set_alias(kind, name, alias, version, actor=actor, reason=reason)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         if json_out:
             print_json(event.to_dict())
             return
@@ -307,10 +300,8 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """Every move of the aliases: when, who, from → to, why."""
         registry, _ = _registry(home)
-        try:
+        with exit_on_error():
             events = registry.history(kind, name, alias)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         if json_out:
             print_json([e.to_dict() for e in events])
             return
@@ -347,10 +338,8 @@ def make_group(kind: str) -> typer.Typer:
     ) -> None:
         """Move ALIAS back to where it pointed before its latest move."""
         registry, actor = _registry(home)
-        try:
+        with exit_on_error():
             event = registry.rollback(kind, name, alias, actor=actor, reason=reason)
-        except ShipyardError as exc:
-            raise _fail(exc) from None
         if json_out:
             print_json(event.to_dict())
             return
@@ -375,11 +364,9 @@ def make_group(kind: str) -> typer.Typer:
                 if not sep:
                     raise _fail(InvalidRequest(f"--var `{item}` must be NAME=VALUE"))
                 variables[key] = value
-            try:
+            with exit_on_error():
                 v = registry.get_ref("prompt", ref)
                 messages = Prompt.from_spec(v.name, v.version, v.hash, v.spec).render(variables)
-            except ShipyardError as exc:
-                raise _fail(exc) from None
             if json_out:
                 print_json(messages)
                 return
@@ -415,12 +402,10 @@ def _create(
         )
     doc_text = yaml.safe_dump({SECTIONS[kind]: [{"name": name, **spec}]}, sort_keys=False, allow_unicode=True)
     registry, actor = _registry(home, create=True)
-    try:
+    with exit_on_error():
         plan = apply(registry, read_document(doc_text, f"{kind} `{name}`"), actor=actor, message=message)
         item = plan.items[0]
         v = registry.get(kind, name, f"v{item.version}")
-    except ShipyardError as exc:
-        raise _fail(exc) from None
     if json_out:
         print_json({**v.to_dict(), "status": item.action})
         return
