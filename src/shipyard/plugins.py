@@ -74,28 +74,26 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def provider_types() -> dict[str, ProviderType]:
-    found: dict[str, ProviderType] = {}
-    for group in plugin_manager().hook.register_providers():
-        for ptype in group:
-            found[ptype.name] = ptype
+def _registered(hook: str, key: str = "name") -> dict[str, Any]:
+    """What every plugin returns from ``hook``, by each entry's ``key`` attribute; where two
+    plugins register the same name, the one called later wins."""
+    found: dict[str, Any] = {}
+    for group in getattr(plugin_manager().hook, hook)():
+        for entry in group:
+            found[getattr(entry, key)] = entry
     return found
+
+
+def provider_types() -> dict[str, ProviderType]:
+    return _registered("register_providers")
 
 
 def scorer_types() -> dict[str, ScorerType]:
-    found: dict[str, ScorerType] = {}
-    for group in plugin_manager().hook.register_scorers():
-        for stype in group:
-            found[stype.name] = stype
-    return found
+    return _registered("register_scorers")
 
 
 def scanner_types() -> dict[str, ScannerType]:
-    found: dict[str, ScannerType] = {}
-    for group in plugin_manager().hook.register_scanners():
-        for stype in group:
-            found[stype.name] = stype
-    return found
+    return _registered("register_scanners")
 
 
 def _options_rows(options: type[BaseModel]) -> list[str]:
@@ -177,8 +175,4 @@ if __name__ == "__main__":
 
 
 def config_sections() -> dict[str, ConfigSection]:
-    found: dict[str, ConfigSection] = {}
-    for group in plugin_manager().hook.register_config_sections():
-        for section in group:
-            found[section.key] = section
-    return found
+    return _registered("register_config_sections", key="key")

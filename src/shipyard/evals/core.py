@@ -9,10 +9,14 @@ its threshold. One line per (case, target, repeat) goes to ``results.jsonl`` (se
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from shipyard.tracing.spans import Trace
 
 
 @dataclass(slots=True)
@@ -40,6 +44,22 @@ class Observation:
     trace_id: str | None = None
     model: str | None = None
     cached: bool = False
+
+    @classmethod
+    def of_trace(cls, trace: Trace, error: str | None = None) -> Observation:
+        """What a gateway trace says the target produced: the eval runner's calls and the live
+        traffic that online evaluation samples read the same fields."""
+        return cls(
+            output=trace.output or "",
+            latency_ms=round(trace.latency_ms, 3),
+            ttft_ms=None if trace.ttft_ms is None else round(trace.ttft_ms, 3),
+            input_tokens=trace.input_tokens or 0,
+            output_tokens=trace.output_tokens or 0,
+            cost_usd=trace.cost_usd,
+            error=error,
+            trace_id=trace.trace_id,
+            model=trace.model,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +107,33 @@ class ScoreContext(Protocol):
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Unit-length embeddings from the offline embedding model (wordllama)."""
         ...
+
+
+class OfflineEmbedder:
+    """The offline embedding model (wordllama) behind a ScoreContext's ``embed``: loaded on first
+    use, once however many scorers ask at the same time, since most suites never embed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._provider: Any = None
+        self._lock = asyncio.Lock()
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        from shipyard.providers.base import Call
+
+        async with self._lock:
+            if self._provider is None:
+                from shipyard.providers.wordllama import WordLlamaProvider
+
+                provider = WordLlamaProvider(self.name)
+                await provider.start()
+                self._provider = provider
+        result = await self._provider.embed(Call(body={"input": texts}, model="wordllama", timeout=120))
+        return list(result.vectors)
+
+    async def close(self) -> None:
+        if self._provider is not None:
+            await self._provider.close()
 
 
 @runtime_checkable

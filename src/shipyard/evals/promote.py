@@ -98,19 +98,16 @@ def promote_prompt(
         ),
     )
     log.append(f"candidate: run {outcome.run_id} of {name}@v{candidate.version}: {outcome.gate.reason}")
-    if not outcome.gate.passed:
-        runner.runs.set_tags(outcome.run_id, {"promotion_result": "refused"})
+
+    def result(promoted: bool, message: str) -> Promotion:
+        """The candidate run tagged with the result (after any alias move), and the Promotion."""
+        runner.runs.set_tags(outcome.run_id, {"promotion_result": "promoted" if promoted else "refused"})
         return Promotion(
-            False,
-            f"refused: {name}@{alias} stays at v{previous}; {outcome.gate.reason}",
-            name,
-            alias,
-            candidate.version,
-            previous,
-            outcome.run_id,
-            baseline_run,
-            log,
+            promoted, message, name, alias, candidate.version, previous, outcome.run_id, baseline_run, log
         )
+
+    if not outcome.gate.passed:
+        return result(False, f"refused: {name}@{alias} stays at v{previous}; {outcome.gate.reason}")
     why = reason or f"promoted by eval run {outcome.run_id} ({suite.name})"
     registry.set_alias(
         "prompt",
@@ -126,16 +123,5 @@ def promote_prompt(
             "gate": outcome.gate.reason,
         },
     )
-    runner.runs.set_tags(outcome.run_id, {"promotion_result": "promoted"})
     before = f"v{previous}" if previous is not None else "(new)"
-    return Promotion(
-        True,
-        f"promoted: {name}@{alias} {before} → v{candidate.version}; {outcome.gate.reason}",
-        name,
-        alias,
-        candidate.version,
-        previous,
-        outcome.run_id,
-        baseline_run,
-        log,
-    )
+    return result(True, f"promoted: {name}@{alias} {before} → v{candidate.version}; {outcome.gate.reason}")

@@ -27,11 +27,10 @@ from typing import IO, Any
 import orjson
 
 from shipyard.errors import InvalidRequest, NotFound, ShipyardError
-from shipyard.evals.core import Case, Observation, ResultLine, Score
+from shipyard.evals.core import Case, Observation, OfflineEmbedder, ResultLine, Score
 from shipyard.evals.suite import Suite, count_cases, iter_cases
 from shipyard.evals.targets import EvalTarget, build_eval_runtime
 from shipyard.gateway.service import Gateway
-from shipyard.providers.base import Call
 from shipyard.registry.runs import RunService
 from shipyard.registry.versions import Registry
 from shipyard.settings import Settings
@@ -103,22 +102,13 @@ class RunContext:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._embedder: Any = None
-        self._lock = asyncio.Lock()
+        self._embedder = OfflineEmbedder("eval-embeddings")
 
     async def complete(self, route: str, messages: list[dict[str, Any]], **params: Any) -> Observation:
         return await call_route(self.gateway, route, {"messages": messages, **params}, stream=False)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        async with self._lock:
-            if self._embedder is None:
-                from shipyard.providers.wordllama import WordLlamaProvider
-
-                embedder = WordLlamaProvider("eval-embeddings")
-                await embedder.start()
-                self._embedder = embedder
-        result = await self._embedder.embed(Call(body={"input": texts}, model="wordllama", timeout=120))
-        return result.vectors
+        return await self._embedder.embed(texts)
 
 
 async def call_route(
@@ -138,18 +128,7 @@ async def call_route(
             trace = answer.trace
     except ShipyardError as exc:
         return Observation(output="", latency_ms=(time.perf_counter() - started) * 1000, error=str(exc))
-    error = trace.error if trace.status == "error" else None
-    return Observation(
-        output=trace.output or "",
-        latency_ms=round(trace.latency_ms, 3),
-        ttft_ms=None if trace.ttft_ms is None else round(trace.ttft_ms, 3),
-        input_tokens=trace.input_tokens or 0,
-        output_tokens=trace.output_tokens or 0,
-        cost_usd=trace.cost_usd,
-        error=error,
-        trace_id=trace.trace_id,
-        model=trace.model,
-    )
+    return Observation.of_trace(trace, error=trace.error if trace.status == "error" else None)
 
 
 def request_body(case: Case, target: EvalTarget) -> dict[str, Any]:

@@ -63,14 +63,19 @@ def _positive_int(body: dict[str, Any], name: str) -> None:
         raise _bad(name, "an integer >= 1", v)
 
 
-def _common(body: dict[str, Any]) -> str:
+def _model(body: dict[str, Any], required: str, wanted: str) -> str:
+    """The request's `model`; ``required`` and ``wanted`` word the messages for a missing one and a
+    malformed one, which differ between the chat and the embeddings endpoints."""
     model = body.get("model")
     if model is None:
-        raise InvalidRequest(
-            "`model` is required: send the name of a route (GET /v1/models lists them)", param="model"
-        )
+        raise InvalidRequest(f"`model` is required: {required} (GET /v1/models lists them)", param="model")
     if not isinstance(model, str) or not model:
-        raise _bad("model", "a non-empty string naming a route", model)
+        raise _bad("model", wanted, model)
+    return model
+
+
+def _common(body: dict[str, Any]) -> str:
+    model = _model(body, "send the name of a route", "a non-empty string naming a route")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", "true or false", stream)
@@ -158,13 +163,7 @@ MAX_EMBEDDING_DIMENSIONS = 16384
 def validate_embeddings(body: dict[str, Any], max_inputs: int = 2048) -> str:
     """Check an embeddings request; ``max_inputs`` is the setting `max_embedding_inputs` (checked
     before anything walks the inputs, so a million of them cost nothing)."""
-    model = body.get("model")
-    if model is None:
-        raise InvalidRequest(
-            "`model` is required: an embedding model or route (GET /v1/models lists them)", param="model"
-        )
-    if not isinstance(model, str) or not model:
-        raise _bad("model", "a non-empty string", model)
+    model = _model(body, "an embedding model or route", "a non-empty string")
     inp = body.get("input")
     if inp is None:
         raise InvalidRequest("`input` is required: a string or an array of strings", param="input")

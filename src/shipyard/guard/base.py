@@ -12,15 +12,40 @@ scorers; a third-party package adds its own the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Action = Literal["block", "redact", "flag"]
 Stage = Literal["input", "output"]
 ACTIONS: tuple[str, ...] = ("block", "redact", "flag")
+
+
+class Located(Protocol):
+    """Anything found at ``text[start:end]``: a scanner's finding, a piece of PII."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
+
+
+LocatedT = TypeVar("LocatedT", bound=Located)
+
+
+def splice(text: str, spans: Iterable[LocatedT], replacement: Callable[[LocatedT], str]) -> str:
+    """``text`` with each span (in order, none overlapping) replaced by ``replacement(span)``."""
+    out: list[str] = []
+    pos = 0
+    for span in spans:
+        out.append(text[pos : span.start])
+        out.append(replacement(span))
+        pos = span.end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

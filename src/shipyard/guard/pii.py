@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from shipyard.guard.base import splice
 from shipyard.guard.normalize import normalized
 
 EMAIL = "EMAIL"
@@ -400,14 +401,7 @@ def scrub_text(text: str, kinds: Iterable[str] = KINDS) -> str:
     findings = find_pii(text, kinds)
     if not findings:
         return text
-    out: list[str] = []
-    pos = 0
-    for f in findings:
-        out.append(text[pos : f.start])
-        out.append(f"<{f.kind}>")
-        pos = f.end
-    out.append(text[pos:])
-    return "".join(out)
+    return splice(text, findings, lambda f: f"<{f.kind}>")
 
 
 def scrub(value: Any, kinds: Iterable[str] = KINDS) -> Any:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from shipyard.content import content_text
 from shipyard.errors import ConfigError, InvalidRequest, ShipyardError
-from shipyard.guard.base import Finding, ScanContext, Scanner, ScannerType, Stage
+from shipyard.guard.base import Finding, ScanContext, Scanner, ScannerType, Stage, splice
 
 if TYPE_CHECKING:
     from shipyard.config.schema import GuardsConfig
@@ -268,21 +268,18 @@ class GuardPipeline:
         spans = non_overlapping([f for f in findings if f.action == "redact"])
         if not spans:
             return text
-        out: list[str] = []
-        pos = 0
-        for f in spans:
-            out.append(text[pos : f.start])
+
+        def replacement(f: Finding) -> str:
             original = text[f.start : f.end]
             if self.types.get(f.scanner) == "pii" and stage == "input":
-                replacement = state.placeholder(f.kind, original)
+                new = state.placeholder(f.kind, original)
             else:
-                replacement = f.replacement or f"<{f.kind.upper()}>"
-            out.append(replacement)
+                new = f.replacement or f"<{f.kind.upper()}>"
             if replaced is not None:
-                replaced.append((original, replacement))
-            pos = f.end
-        out.append(text[pos:])
-        return "".join(out)
+                replaced.append((original, new))
+            return new
+
+        return splice(text, spans, replacement)
 
     def open_span(self, trace: Trace, root: Span, stage: Stage) -> Span:
         names = self.input_names if stage == "input" else self.output_names

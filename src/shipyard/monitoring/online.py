@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipyard.evals.core import Case, Observation, Score, Scorer
+from shipyard.evals.core import Case, Observation, OfflineEmbedder, Score, Scorer
 from shipyard.gateway.service import TAGS_HEADER, Gateway
 from shipyard.monitoring.config import OnlineEval
 from shipyard.store import scores as scores_q
@@ -44,8 +44,7 @@ class OnlineContext:
     def __init__(self, gateway: Gateway, gateway_loop: asyncio.AbstractEventLoop) -> None:
         self.gateway = gateway
         self.gateway_loop = gateway_loop
-        self._embedder: Any = None
-        self._lock = asyncio.Lock()
+        self._embedder = OfflineEmbedder("online-eval-embeddings")
 
     async def complete(self, route: str, messages: list[dict[str, Any]], **params: Any) -> Observation:
         from shipyard.evals.runner import call_route
@@ -64,21 +63,10 @@ class OnlineContext:
         return await asyncio.wrap_future(future)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        from shipyard.providers.base import Call
-
-        async with self._lock:
-            if self._embedder is None:
-                from shipyard.providers.wordllama import WordLlamaProvider
-
-                embedder = WordLlamaProvider("online-eval-embeddings")
-                await embedder.start()
-                self._embedder = embedder
-        result = await self._embedder.embed(Call(body={"input": texts}, model="wordllama", timeout=120))
-        return list(result.vectors)
+        return await self._embedder.embed(texts)
 
     async def close(self) -> None:
-        if self._embedder is not None:
-            await self._embedder.close()
+        await self._embedder.close()
 
 
 @dataclass
@@ -112,16 +100,8 @@ def case_of(trace: Trace) -> Case:
 
 
 def observation_of(trace: Trace) -> Observation:
-    return Observation(
-        output=trace.output or "",
-        latency_ms=round(trace.latency_ms, 3),
-        ttft_ms=None if trace.ttft_ms is None else round(trace.ttft_ms, 3),
-        input_tokens=trace.input_tokens or 0,
-        output_tokens=trace.output_tokens or 0,
-        cost_usd=trace.cost_usd,
-        trace_id=trace.trace_id,
-        model=trace.model,
-    )
+    # A sampled trace's error is not the scorers' business: only answered requests are sampled.
+    return Observation.of_trace(trace)
 
 
 def score_detail(score: Score, label: str, capture: str) -> dict[str, Any]:

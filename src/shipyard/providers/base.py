@@ -258,83 +258,50 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+def _chunk(cid: str, created: int, model: str, obj: str, choices: list[Any], **extra: Any) -> bytes:
+    """One streamed event of either API: the four headers every chunk repeats, then its choices."""
+    return sse({"id": cid, "object": obj, "created": created, "model": model, "choices": choices, **extra})
+
+
 def chat_chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> bytes:
-    return sse(
-        {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-    )
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return _chunk(cid, created, model, "chat.completion.chunk", [choice])
 
 
 def chat_usage_chunk(cid: str, created: int, model: str, usage: Usage) -> bytes:
-    return sse(
-        {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage.to_openai(),
-        }
-    )
+    return _chunk(cid, created, model, "chat.completion.chunk", [], usage=usage.to_openai())
 
 
 def completion_chunk(cid: str, created: int, model: str, text: str, finish: str | None) -> bytes:
-    return sse(
-        {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-        }
-    )
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _chunk(cid, created, model, "text_completion", [choice])
 
 
 def completion_usage_chunk(cid: str, created: int, model: str, usage: Usage) -> bytes:
-    return sse(
-        {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": usage.to_openai(),
-        }
-    )
+    return _chunk(cid, created, model, "text_completion", [], usage=usage.to_openai())
+
+
+def _body(cid: str, model: str, obj: str, choice: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    """A whole (not streamed) answer of either API: one choice and the usage."""
+    return {
+        "id": cid,
+        "object": obj,
+        "created": now(),
+        "model": model,
+        "choices": [choice],
+        "usage": usage.to_openai(),
+    }
 
 
 def chat_body(cid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": now(),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
-        "usage": usage.to_openai(),
-    }
+    message = {"role": "assistant", "content": text, "refusal": None}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return _body(cid, model, "chat.completion", choice, usage)
 
 
 def completion_body(cid: str, model: str, text: str, finish: str, usage: Usage) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": now(),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-        "usage": usage.to_openai(),
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _body(cid, model, "text_completion", choice, usage)
 
 
 def wants_usage(body: dict[str, Any]) -> bool:

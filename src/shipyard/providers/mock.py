@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import Field
@@ -147,16 +147,30 @@ class MockProvider(BaseProvider):
         messages = body.get("messages") or []
         return messages_text(messages), self._last_user(messages)
 
+    def _whole(
+        self, call: Call, prompt: str, answered: str, make_body: Callable[..., dict[str, Any]], prefix: str
+    ) -> Completion:
+        """A whole (not streamed) answer to ``answered``; ``prompt`` is what the input tokens count."""
+        pieces = self._answer(answered, call.body)
+        text = "".join(pieces)
+        usage = Usage(self.count_tokens(prompt, call.model), len(pieces))
+        finish = self._finish(call.body, pieces)
+        body = make_body(new_id(prefix), call.model, text, finish, usage)
+        return Completion(body=body, usage=usage, text=text, model=call.model, finish_reason=finish)
+
+    async def _paced(self, pieces: list[str]) -> AsyncIterator[str]:
+        """The pieces of a streamed answer, ``tokens_per_s`` apart when that option is set."""
+        delay = 1.0 / self.options.tokens_per_s if self.options.tokens_per_s else 0.0
+        for i, piece in enumerate(pieces):
+            if delay and i:
+                await asyncio.sleep(delay)
+            yield piece
+
     # -- chat ------------------------------------------------------------------------------------
     async def chat(self, call: Call) -> Completion:
         await self._before(call)
         full, last = self._chat_prompt(call.body)
-        pieces = self._answer(last if self.options.echo else full, call.body)
-        text = "".join(pieces)
-        usage = Usage(self.count_tokens(full, call.model), len(pieces))
-        finish = self._finish(call.body, pieces)
-        body = chat_body(new_id("chatcmpl"), call.model, text, finish, usage)
-        return Completion(body=body, usage=usage, text=text, model=call.model, finish_reason=finish)
+        return self._whole(call, full, last if self.options.echo else full, chat_body, "chatcmpl")
 
     async def stream_chat(self, call: Call) -> AsyncIterator[StreamChunk]:
         await self._before(call)
@@ -165,10 +179,7 @@ class MockProvider(BaseProvider):
         cid, created = new_id("chatcmpl"), now()
         usage = Usage(self.count_tokens(full, call.model), len(pieces))
         yield StreamChunk(chat_chunk(cid, created, call.model, {"role": "assistant", "content": ""}, None))
-        delay = 1.0 / self.options.tokens_per_s if self.options.tokens_per_s else 0.0
-        for i, piece in enumerate(pieces):
-            if delay and i:
-                await asyncio.sleep(delay)
+        async for piece in self._paced(pieces):
             yield StreamChunk(chat_chunk(cid, created, call.model, {"content": piece}, None), text=piece)
         finish = self._finish(call.body, pieces)
         yield StreamChunk(chat_chunk(cid, created, call.model, {}, finish), finish_reason=finish)
@@ -183,12 +194,7 @@ class MockProvider(BaseProvider):
     async def complete(self, call: Call) -> Completion:
         await self._before(call)
         prompt = self._prompt(call.body)
-        pieces = self._answer(prompt, call.body)
-        text = "".join(pieces)
-        usage = Usage(self.count_tokens(prompt, call.model), len(pieces))
-        finish = self._finish(call.body, pieces)
-        body = completion_body(new_id("cmpl"), call.model, text, finish, usage)
-        return Completion(body=body, usage=usage, text=text, model=call.model, finish_reason=finish)
+        return self._whole(call, prompt, prompt, completion_body, "cmpl")
 
     async def stream_complete(self, call: Call) -> AsyncIterator[StreamChunk]:
         await self._before(call)
@@ -196,10 +202,7 @@ class MockProvider(BaseProvider):
         pieces = self._answer(prompt, call.body)
         cid, created = new_id("cmpl"), now()
         usage = Usage(self.count_tokens(prompt, call.model), len(pieces))
-        delay = 1.0 / self.options.tokens_per_s if self.options.tokens_per_s else 0.0
-        for i, piece in enumerate(pieces):
-            if delay and i:
-                await asyncio.sleep(delay)
+        async for piece in self._paced(pieces):
             yield StreamChunk(completion_chunk(cid, created, call.model, piece, None), text=piece)
         finish = self._finish(call.body, pieces)
         yield StreamChunk(completion_chunk(cid, created, call.model, "", finish), finish_reason=finish)

@@ -348,13 +348,19 @@ def _env() -> _BoundedEnvironment:
 
 
 # -- checks at registration ---------------------------------------------------------------------------
+def _templates(messages: list[dict[str, Any]]) -> Iterator[tuple[int, str]]:
+    """(index, content) of each message whose content is a string: the only content the checks
+    at registration look at."""
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str):
+            yield i, content
+
+
 def check_templates(messages: list[dict[str, Any]]) -> list[str]:
     """Syntax problems, one string per broken message (empty when all compile)."""
     problems = []
-    for i, m in enumerate(messages):
-        content = m.get("content")
-        if not isinstance(content, str):
-            continue
+    for i, content in _templates(messages):
         try:
             _env().parse(content)
         except jinja2.TemplateSyntaxError as exc:
@@ -372,10 +378,7 @@ def check_render_limits(messages: list[dict[str, Any]]) -> list[str]:
     (``range(99999)`` loops): one string per message. Other render errors are left to render
     time, since the placeholders are not real values."""
     problems = []
-    for i, m in enumerate(messages):
-        content = m.get("content")
-        if not isinstance(content, str):
-            continue
+    for i, content in _templates(messages):
         try:
             template = _env().from_string(content)
         except jinja2.TemplateSyntaxError:

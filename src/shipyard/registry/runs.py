@@ -27,9 +27,9 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, TypedDict
+from typing import IO, Any, TypedDict, TypeGuard
 
 import orjson
 import sqlalchemy as sa
@@ -102,6 +102,40 @@ def _check_key(what: str, key: Any, param: str) -> str:
     if not _KEY.match(key):
         raise InvalidRequest(f"{what} name `{key}` may only contain {_KEY_CHARS}", param=param)
     return key
+
+
+def _set_entries(what: str, field: str, entries: Any, hint: str = "") -> Iterator[tuple[str, Any]]:
+    """The (name, value) pairs of a params or tags object, each checked as it comes: the object
+    must be a mapping, each name valid and each value set (``hint`` ends the message of one that
+    is not). A generator, so that one entry's later checks run before the next entry's."""
+    if not isinstance(entries, Mapping):
+        raise InvalidRequest(f"{field} must be an object of name → value; got {entries!r}", param=field)
+    for key, value in entries.items():
+        _check_key(what, key, f"{field}.{key}")
+        if value is None:
+            raise InvalidRequest(f"{what} `{key}` has no value{hint}", param=f"{field}.{key}")
+        yield key, value
+
+
+def _check_object(item: Any, where: str, noun: str, fields: tuple[str, ...], needs: str) -> None:
+    """An entry of a metrics or links list must be an object with only ``fields``; ``needs`` says
+    which of them it must have, for the message when it is not an object at all."""
+    if not isinstance(item, Mapping):
+        raise InvalidRequest(f"{where} must be an object with {needs}", param=where)
+    unknown = set(item) - set(fields)
+    if unknown:
+        raise InvalidRequest(
+            f"{where} has unknown field(s) {', '.join(sorted(unknown))}; "
+            f"a {noun} has {', '.join(fields[:-1])} and {fields[-1]}",
+            param=where,
+        )
+
+
+def _whole_number(value: Any, low: int) -> TypeGuard[numbers.Integral]:
+    """True for an integer from ``low`` to MAX_INT; a bool is not a number here, though Python says it is."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return False
+    return low <= int(value) <= MAX_INT
 
 
 def _check_json_value(value: Any) -> bool:
@@ -261,15 +295,8 @@ class RunService:
     # -- validation ---------------------------------------------------------------------------------
     @staticmethod
     def _check_params(params: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(params, Mapping):
-            raise InvalidRequest(f"params must be an object of name → value; got {params!r}", param="params")
         out: dict[str, Any] = {}
-        for key, value in params.items():
-            _check_key("param", key, f"params.{key}")
-            if value is None:
-                raise InvalidRequest(
-                    f"param `{key}` has no value; give one or leave the param out", param=f"params.{key}"
-                )
+        for key, value in _set_entries("param", "params", params, "; give one or leave the param out"):
             if not _check_json_value(value):
                 raise InvalidRequest(
                     f"param `{key}` must be a string, number, boolean, or a list/object of those "
@@ -288,13 +315,8 @@ class RunService:
 
     @staticmethod
     def _check_tags(tags: Mapping[str, Any]) -> dict[str, str]:
-        if not isinstance(tags, Mapping):
-            raise InvalidRequest(f"tags must be an object of name → value; got {tags!r}", param="tags")
         out: dict[str, str] = {}
-        for key, value in tags.items():
-            _check_key("tag", key, f"tags.{key}")
-            if value is None:
-                raise InvalidRequest(f"tag `{key}` has no value", param=f"tags.{key}")
+        for key, value in _set_entries("tag", "tags", tags):
             text = value if isinstance(value, str) else str(value)
             if len(text) > MAX_TAG_CHARS:
                 raise InvalidRequest(
@@ -309,25 +331,13 @@ class RunService:
         rows: list[dict[str, Any]] = []
         for i, m in enumerate(metrics):
             where = f"metrics[{i}]"
-            if not isinstance(m, Mapping):
-                raise InvalidRequest(f"{where} must be an object with `key` and `value`", param=where)
-            unknown = set(m) - {"key", "value", "step", "timestamp"}
-            if unknown:
-                raise InvalidRequest(
-                    f"{where} has unknown field(s) {', '.join(sorted(unknown))}; "
-                    "a metric has key, value, step and timestamp",
-                    param=where,
-                )
+            _check_object(m, where, "metric", ("key", "value", "step", "timestamp"), "`key` and `value`")
             key = _check_key("metric", m.get("key"), f"{where}.key")
             value = _number(m.get("value"), f"metric `{key}`", f"{where}.value")
             step = m.get("step")
             if step is None:
                 step = 0
-            elif (
-                isinstance(step, bool)
-                or not isinstance(step, numbers.Integral)
-                or not 0 <= int(step) <= MAX_INT
-            ):
+            elif not _whole_number(step, 0):
                 raise InvalidRequest(
                     f"metric `{key}`: step must be a whole number from 0 to {MAX_INT}; got {step!r}",
                     param=f"{where}.step",
@@ -343,15 +353,7 @@ class RunService:
         out: list[LinkRow] = []
         for i, link in enumerate(links):
             where = f"links[{i}]"
-            if not isinstance(link, Mapping):
-                raise InvalidRequest(f"{where} must be an object with kind, name and version", param=where)
-            unknown = set(link) - {"kind", "name", "version"}
-            if unknown:
-                raise InvalidRequest(
-                    f"{where} has unknown field(s) {', '.join(sorted(unknown))}; "
-                    "a link has kind, name and version",
-                    param=where,
-                )
+            _check_object(link, where, "link", ("kind", "name", "version"), "kind, name and version")
             kind = link.get("kind")
             if kind not in LINK_KINDS:
                 raise InvalidRequest(
@@ -376,11 +378,7 @@ class RunService:
                     raise InvalidRequest(f"{where}: a run cannot link to itself", param=f"{where}.name")
                 out.append(LinkRow(kind=kind, name=target, version=0))
                 continue
-            if (
-                isinstance(version, bool)
-                or not isinstance(version, numbers.Integral)
-                or not 1 <= int(version) <= MAX_INT
-            ):
+            if not _whole_number(version, 1):
                 raise InvalidRequest(
                     f"{where}: {kind} `{name}` needs a version number from 1 to {MAX_INT}; got {version!r}",
                     param=f"{where}.version",

@@ -90,6 +90,15 @@ def validate(
         except ValidationError as exc:
             problems += validation_problems(exc, where, ptype.options, path)
 
+    def check_unique(section: str, i: int, name: str, seen: dict[str, int]) -> None:
+        """A problem when an earlier entry of ``section`` has this name; ``seen`` maps names to entries."""
+        if name in seen:
+            problems.append(
+                f"{where((section, i, 'name'))}: {section}[{i}].name: `{name}` is already "
+                f"defined at {section}[{seen[name]}]"
+            )
+        seen[name] = i
+
     providers = [*cfg.provider_by_name(), *sorted(ext.providers - set(cfg.provider_by_name()))]
     model_kinds = {
         **{m.name: m.kind for m in cfg.models},
@@ -97,12 +106,7 @@ def validate(
     }
     seen = {}
     for i, m in enumerate(cfg.models):
-        if m.name in seen:
-            problems.append(
-                f"{where(('models', i, 'name'))}: models[{i}].name: `{m.name}` is already "
-                f"defined at models[{seen[m.name]}]"
-            )
-        seen[m.name] = i
+        check_unique("models", i, m.name, seen)
         if m.provider not in providers:
             problems.append(
                 f"{where(('models', i, 'provider'))}: models[{i}].provider: no provider "
@@ -112,12 +116,7 @@ def validate(
     prompts: dict[str, tuple[set[str], int]] = dict(ext.prompts)
     seen = {}
     for i, pr in enumerate(cfg.prompts):
-        if pr.name in seen:
-            problems.append(
-                f"{where(('prompts', i, 'name'))}: prompts[{i}].name: `{pr.name}` is already "
-                f"defined at prompts[{seen[pr.name]}]"
-            )
-        seen[pr.name] = i
+        check_unique("prompts", i, pr.name, seen)
         messages = [m.model_dump() for m in pr.messages]
         found = check_templates(messages)
         if check_rendering and not found:
@@ -156,12 +155,7 @@ def validate(
 
     seen = {}
     for i, r in enumerate(cfg.routes):
-        if r.name in seen:
-            problems.append(
-                f"{where(('routes', i, 'name'))}: routes[{i}].name: `{r.name}` is already "
-                f"defined at routes[{seen[r.name]}]"
-            )
-        seen[r.name] = i
+        check_unique("routes", i, r.name, seen)
         check_prompt_ref(r.prompt, ("routes", i, "prompt"), f"routes[{i}].prompt")
         kinds = set()
         for group in ("targets", "fallbacks"):

@@ -24,7 +24,7 @@ from shipyard.config.schema import check_name
 from shipyard.errors import InvalidRequest, NotFound
 from shipyard.store import audit
 from shipyard.store.audit import Actor
-from shipyard.store.db import Store
+from shipyard.store.db import Store, insert_row
 from shipyard.store.tables import (
     registry_alias_events,
     registry_aliases,
@@ -350,9 +350,7 @@ class Registry:
         digest = content_hash(kind, spec)
         entity_id = self._entity_id(conn, kind, name)
         if entity_id is None:
-            inserted = conn.execute(registry_entities.insert().values(kind=kind, name=name, created_at=now))
-            assert inserted.inserted_primary_key is not None
-            entity_id = int(inserted.inserted_primary_key[0])
+            entity_id = insert_row(conn, registry_entities, kind=kind, name=name, created_at=now)
         current = self._aliases(conn, entity_id).get(CURRENT)
         row = conn.execute(
             sa.select(registry_versions.c.version).where(

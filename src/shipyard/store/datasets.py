@@ -15,7 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shipyard.store.db import Store
+from shipyard.store.db import Store, insert_row
 from shipyard.store.feedback import trace_condition as feedback_condition
 from shipyard.store.tables import dataset_examples, dataset_versions, datasets, traces
 
@@ -46,11 +46,7 @@ def get_dataset(conn: sa.Connection, name: str) -> dict[str, Any] | None:
 
 
 def insert_dataset(conn: sa.Connection, name: str, description: str | None, created_at: float) -> int:
-    result = conn.execute(
-        sa.insert(datasets).values(name=name, description=description, created_at=created_at)
-    )
-    assert result.inserted_primary_key is not None
-    return int(result.inserted_primary_key[0])
+    return insert_row(conn, datasets, name=name, description=description, created_at=created_at)
 
 
 def dataset_names(store: Store, limit: int = 20) -> list[str]:
@@ -138,20 +134,18 @@ def insert_version(
     created_by: str | None,
     message: str | None,
 ) -> int:
-    result = conn.execute(
-        sa.insert(dataset_versions).values(
-            dataset_id=dataset_id,
-            version=version,
-            hash=hash_,
-            n_examples=n_examples,
-            source=source,
-            created_at=created_at,
-            created_by=created_by,
-            message=message,
-        )
+    return insert_row(
+        conn,
+        dataset_versions,
+        dataset_id=dataset_id,
+        version=version,
+        hash=hash_,
+        n_examples=n_examples,
+        source=source,
+        created_at=created_at,
+        created_by=created_by,
+        message=message,
     )
-    assert result.inserted_primary_key is not None
-    return int(result.inserted_primary_key[0])
 
 
 # -- examples ---------------------------------------------------------------------------------------

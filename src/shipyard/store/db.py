@@ -34,6 +34,13 @@ def json_dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
+def insert_row(conn: sa.Connection, table: sa.Table, **values: Any) -> int:
+    """Insert one row and return the integer primary key the database gave it."""
+    result = conn.execute(sa.insert(table).values(**values))
+    assert result.inserted_primary_key is not None
+    return int(result.inserted_primary_key[0])
+
+
 class Store:
     """Owns the engine. Query functions live in one module per domain (``store/traces.py``, …)."""
 

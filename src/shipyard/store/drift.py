@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from shipyard.store.db import Store
+from shipyard.store.db import Store, insert_row
 from shipyard.store.tables import drift_reports, traces
 
 SAMPLE_COLUMNS = (
@@ -148,20 +148,18 @@ def insert_report(
     results: dict[str, Any],
 ) -> int:
     with store.engine.begin() as conn:
-        result = conn.execute(
-            sa.insert(drift_reports).values(
-                route=route,
-                created_at=created_at,
-                reference=reference,
-                current=current,
-                n_reference=n_reference,
-                n_current=n_current,
-                drifted=drifted,
-                results=results,
-            )
+        return insert_row(
+            conn,
+            drift_reports,
+            route=route,
+            created_at=created_at,
+            reference=reference,
+            current=current,
+            n_reference=n_reference,
+            n_current=n_current,
+            drifted=drifted,
+            results=results,
         )
-    assert result.inserted_primary_key is not None
-    return int(result.inserted_primary_key[0])
 
 
 def get_report(store: Store, report_id: int) -> dict[str, Any] | None:

@@ -235,12 +235,17 @@ def count_admins(store: Store) -> int:
         )
 
 
+def _existing(conn: sa.Connection, key_id: str) -> KeyRecord:
+    """The key as it is before a change; NotFound for an id no key has."""
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None:
+        raise NotFound(f"no API key `{key_id}`; `shipyard keys list` shows the keys", param="key_id")
+    return _record(row)
+
+
 def revoke(store: Store, key_id: str, actor: Actor) -> KeyRecord:
     with store.write() as conn:
-        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
-        if row is None:
-            raise NotFound(f"no API key `{key_id}`; `shipyard keys list` shows the keys", param="key_id")
-        before = _record(row)
+        before = _existing(conn, key_id)
         if before.revoked_at is not None:
             return before  # revoking twice changes nothing and records nothing
         now = time.time()
@@ -292,10 +297,7 @@ def update(
     if expires_at is not _UNSET:
         changes["expires_at"] = expires_at
     with store.write() as conn:
-        row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
-        if row is None:
-            raise NotFound(f"no API key `{key_id}`; `shipyard keys list` shows the keys", param="key_id")
-        before = _record(row)
+        before = _existing(conn, key_id)
         if before.revoked_at is not None:
             raise InvalidRequest(f"key `{key_id}` is revoked; create a new one", param="key_id")
         if not changes:

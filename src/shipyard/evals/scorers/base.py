@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator
@@ -126,3 +127,12 @@ def fold(text: str, ignore_case: bool) -> str:
 
 def case_note(ignore_case: bool) -> str:
     return "checked case-insensitively" if ignore_case else "case-sensitive"
+
+
+def normalizer(ignore_case: bool, strip: bool) -> Callable[[str], str]:
+    """The form both sides of a comparison take: folded when ``ignore_case``, trimmed when ``strip``."""
+
+    def norm(text: str) -> str:
+        return fold(text.strip() if strip else text, ignore_case)
+
+    return norm

@@ -6,6 +6,8 @@ falling mean score before it fails a gate.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from shipyard.evals.core import Case, Observation, Score, ScoreContext, ScorerOptions
@@ -17,6 +19,17 @@ def _budget(actual: float, limit: float) -> float:
     if actual <= limit:
         return 1.0
     return limit / actual
+
+
+def _scored(
+    scorer: BaseScorer, actual: float, limit: float, shown: str, budget: str, details: dict[str, Any]
+) -> Score:
+    """The score of one measured amount against its budget; ``shown`` and ``budget`` are the two
+    rendered with their units, for the explanation."""
+    value = _budget(actual, limit)
+    if value >= 1:
+        return scorer.result(1.0, f"{shown} within the {budget} budget", details)
+    return scorer.result(value, f"{shown} exceeds the {budget} budget (score {value:.2f})", details)
 
 
 class LatencyOptions(ScorerOptions):
@@ -31,13 +44,8 @@ class LatencyScorer(BaseScorer):
 
     async def evaluate(self, case: Case, observation: Observation, ctx: ScoreContext) -> Score:
         limit, actual = self.options.max_ms, observation.latency_ms
-        value = _budget(actual, limit)
         details = {"latency_ms": actual, "max_ms": limit}
-        if value >= 1:
-            return self.result(1.0, f"latency {actual:.0f} ms within the {limit:g} ms budget", details)
-        return self.result(
-            value, f"latency {actual:.0f} ms exceeds the {limit:g} ms budget (score {value:.2f})", details
-        )
+        return _scored(self, actual, limit, f"latency {actual:.0f} ms", f"{limit:g} ms", details)
 
 
 class TtftOptions(ScorerOptions):
@@ -123,10 +131,5 @@ class CostScorer(BaseScorer):
                 {"cost_usd": None},
             )
         cost = observation.cost_usd
-        value = _budget(cost, limit)
         details = {"cost_usd": cost, "max_usd": limit}
-        if value >= 1:
-            return self.result(1.0, f"cost ${cost:.6g} within the ${limit:g} budget", details)
-        return self.result(
-            value, f"cost ${cost:.6g} exceeds the ${limit:g} budget (score {value:.2f})", details
-        )
+        return _scored(self, cost, limit, f"cost ${cost:.6g}", f"${limit:g}", details)

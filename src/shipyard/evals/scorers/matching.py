@@ -20,6 +20,7 @@ from shipyard.evals.scorers.base import (
     clip,
     expected_texts,
     fold,
+    normalizer,
 )
 
 
@@ -38,10 +39,7 @@ class EqualsScorer(BaseScorer):
     async def evaluate(self, case: Case, observation: Observation, ctx: ScoreContext) -> Score:
         o = self.options
         answers = expected_texts(case, o.value)
-
-        def norm(text: str) -> str:
-            return fold(text.strip() if o.strip else text, o.ignore_case)
-
+        norm = normalizer(o.ignore_case, o.strip)
         how = ", ".join([case_note(o.ignore_case)] + (["ignoring surrounding whitespace"] if o.strip else []))
         output = norm(observation.output)
         for answer in answers:
@@ -55,6 +53,18 @@ class EqualsScorer(BaseScorer):
                 f"({', '.join(clip(a, 30) for a in answers[:5])}) ({how})"
             )
         return self.result(0.0, why)
+
+
+def _search(
+    case: Case, observation: Observation, value: str | list[str] | None, ignore_case: bool
+) -> tuple[list[str], list[str], list[str], str]:
+    """What ``contains`` and ``not_contains`` both look at: the texts searched for, those the output
+    contains, those it lacks, and the note on case that ends their explanations."""
+    needles = expected_texts(case, value)
+    hay = fold(observation.output, ignore_case)
+    inside = [n for n in needles if fold(n, ignore_case) in hay]
+    outside = [n for n in needles if n not in inside]
+    return needles, inside, outside, f"({case_note(ignore_case)})"
 
 
 class ContainsOptions(ScorerOptions):
@@ -77,11 +87,7 @@ class ContainsScorer(BaseScorer):
 
     async def evaluate(self, case: Case, observation: Observation, ctx: ScoreContext) -> Score:
         o = self.options
-        needles = expected_texts(case, o.value)
-        hay = fold(observation.output, o.ignore_case)
-        found = [n for n in needles if fold(n, o.ignore_case) in hay]
-        missing = [n for n in needles if n not in found]
-        note = f"({case_note(o.ignore_case)})"
+        needles, found, missing, note = _search(case, observation, o.value, o.ignore_case)
         details = {"found": found, "missing": missing}
         if o.mode == "any" or len(needles) == 1:
             if found:
@@ -119,11 +125,7 @@ class NotContainsScorer(BaseScorer):
 
     async def evaluate(self, case: Case, observation: Observation, ctx: ScoreContext) -> Score:
         o = self.options
-        needles = expected_texts(case, o.value)
-        hay = fold(observation.output, o.ignore_case)
-        present = [n for n in needles if fold(n, o.ignore_case) in hay]
-        absent = [n for n in needles if n not in present]
-        note = f"({case_note(o.ignore_case)})"
+        needles, present, absent, note = _search(case, observation, o.value, o.ignore_case)
         details = {"present": present, "absent": absent}
         if not present:
             if len(needles) == 1:

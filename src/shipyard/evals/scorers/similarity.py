@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from shipyard.evals.core import Case, Observation, Score, ScoreContext, ScorerOptions
-from shipyard.evals.scorers.base import VALUE_HELP, BaseScorer, TextOrTexts, against, expected_texts, fold
+from shipyard.evals.scorers.base import (
+    VALUE_HELP,
+    BaseScorer,
+    TextOrTexts,
+    against,
+    expected_texts,
+    normalizer,
+)
 
 
 def levenshtein_distance(a: str, b: str) -> int:
@@ -81,10 +88,7 @@ class LevenshteinScorer(BaseScorer):
     async def evaluate(self, case: Case, observation: Observation, ctx: ScoreContext) -> Score:
         o = self.options
         answers = expected_texts(case, o.value)
-
-        def norm(text: str) -> str:
-            return fold(text.strip() if o.strip else text, o.ignore_case)
-
+        norm = normalizer(o.ignore_case, o.strip)
         output = norm(observation.output)
         best: tuple[float, int, int, str] | None = None
         for answer in answers:

@@ -143,6 +143,7 @@ def one_blas_thread() -> Iterator[None]:
                 _blas_limits = None
 
 
+@one_blas_thread()  # contextlib enters a fresh one on every call of the function it decorates
 def compare(
     reference: Sample,
     current: Sample,
@@ -154,21 +155,6 @@ def compare(
 ) -> dict[str, Any]:
     """Every test on two samples, the Bonferroni-corrected verdict and the topics: the ``results``
     of a report (``drifted`` is ``results["drifted"]``)."""
-    with one_blas_thread():
-        return _compare(
-            reference, current, alpha=alpha, min_samples=min_samples, psi_threshold=psi_threshold, seed=seed
-        )
-
-
-def _compare(
-    reference: Sample,
-    current: Sample,
-    *,
-    alpha: float = DEFAULT_ALPHA,
-    min_samples: int = DEFAULT_MIN_SAMPLES,
-    psi_threshold: float | None = DEFAULT_PSI_THRESHOLD,
-    seed: int = 0,
-) -> dict[str, Any]:
     started = time.perf_counter()
     timing: dict[str, float] = {}
     skipped: list[dict[str, str]] = []

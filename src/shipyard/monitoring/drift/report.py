@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from shipyard.errors import InvalidRequest, NotFound
@@ -39,6 +39,12 @@ class DriftReport:
             drifted=bool(row["drifted"]),
             results=row.get("results") or {},
         )
+
+    def save(self, store: Store) -> None:
+        """Store the report as a new ``drift_reports`` row and take the row's id: each field but
+        ``id`` is a column of the same name."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "id"}
+        self.id = q.insert_report(store, **values)
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for alert rules, referenced there as ``drift.<key>``:

@@ -191,17 +191,7 @@ def run_drift(
         results=results,
     )
     if save:
-        report.id = q.insert_report(
-            store,
-            route=route,
-            created_at=report.created_at,
-            reference=report.reference,
-            current=report.current,
-            n_reference=report.n_reference,
-            n_current=report.n_current,
-            drifted=drifted,
-            results=results,
-        )
+        report.save(store)
     log.info(
         "drift check of route `%s`: %s (%d vs %d traces, %.2fs)",
         route,
