@@ -1,8 +1,9 @@
 """Request validation for the OpenAI-compatible endpoints.
 
-Checks only what Shipyard relies on, by hand (faster than a schema library on the hot path, and
-the messages can name the exact field and the fix). Unknown fields are left alone: they are
-passed through to OpenAI-compatible upstreams.
+Checks only what Shipyard relies on, by hand: 50 to 300 times faster on the hot path than
+``jsonschema`` validating the same bodies against the gateway's own schema
+(``benchmarks/validation.py``), and the messages can name the exact field and the fix. Unknown
+fields are left alone: they are passed through to OpenAI-compatible upstreams.
 """
 
 from __future__ import annotations
