@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from shipyard import redact
-from shipyard.config.schema import GuardsConfig, LimitsConfig, ModelConfig, Pricing
+from shipyard.config.schema import CacheConfig, GuardsConfig, LimitsConfig, ModelConfig, Pricing
 from shipyard.errors import ProviderError, RateLimited
 from shipyard.gateway.auth import Principal
+from shipyard.gateway.cache import MemoryEntries, RouteCache
 from shipyard.gateway.limits import Demand, Limiter, Subject, Ticket, Windows
 from shipyard.gateway.runtime import Route, Runtime, Target
 from shipyard.gateway.service import Gateway
@@ -525,3 +526,30 @@ async def test_spans_carry_the_rendered_prompt_and_scrubbed_errors() -> None:
     failed, answered = (s for s in answer.trace.spans if "shipyard.attempt" in s.attributes)
     assert secret not in str(failed.attributes) and "bad key" in failed.attributes["error.message"]
     assert answered.attributes["shipyard.prompt.rendered"].startswith("User: Where")
+
+
+class BrokenEntries(MemoryEntries):
+    """Entries whose writes fail, as a Redis that went away would."""
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        raise ConnectionError("the cache store is gone")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_identical_requests_do_not_wait_on_an_answer_that_was_never_stored(stream: bool) -> None:
+    """Single flight: followers wait for the leader's answer; when storing it fails, they are woken
+    at once (and ask the provider themselves), never left waiting for the flight's time limit."""
+    provider = Scripted("m")
+    gw, _ = make_gateway(make_route([make_target(provider)], cache=CacheConfig()))
+    gw.cache.backend = RouteCache(BrokenEntries())
+    body = {"model": "harbour", "messages": MSG, "stream": stream}
+
+    async def one() -> bytes:
+        if stream:
+            s, _ = await gw.open_stream("chat", dict(body))
+            return await read(s)
+        return (await gw.complete("chat", dict(body))).body
+
+    answers = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(5))), 10)
+    assert len(set(answers)) >= 1 and all(answers) and gw.in_flight == 0
+    assert len(provider.calls) >= 2  # nothing was stored: the followers asked themselves

@@ -307,10 +307,12 @@ class RouteCache:
         if cfg is None or key is None:
             return
         trace = req.trace
-        raw = encode(answer, trace.trace_id, trace.cost_usd)
-        if len(raw) <= cfg.max_entry_bytes:
-            await self.entries.put(key, raw, cfg.ttl)
-        self.release(req)
+        try:
+            raw = encode(answer, trace.trace_id, trace.cost_usd)
+            if len(raw) <= cfg.max_entry_bytes:
+                await self.entries.put(key, raw, cfg.ttl)
+        finally:  # a store that failed must not keep identical requests waiting
+            self.release(req)
 
     def release(self, req: Request) -> None:
         """The request that led a flight ended (answered, stored or failed): wake its followers."""

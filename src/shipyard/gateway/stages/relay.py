@@ -127,6 +127,7 @@ class Relay:
         if kept is not None and error is None:
             # Offered only now, once the trace has the answer's usage and cost (what a hit saves).
             await self.cache.store(req, self.cache.answer(req, chunks=kept))
+            self.cache.release(req)  # also when the answer was not kept (a personal one)
         if held:
             await self.tracer.committed(committed, trace)
             yield held
