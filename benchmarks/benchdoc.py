@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a free port, and their section of docs/benchmarks.md.
+"""What the benchmark scripts share: a free port, a `shipyard up` to measure, and their section of
+docs/benchmarks.md.
 
 Each script owns one section between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and rewrites
 only that, so reruns of one benchmark leave the others' numbers alone.
@@ -6,9 +7,16 @@ only that, so reruns of one benchmark leave the others' numbers alone.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -35,3 +43,29 @@ def write_section(name: str, section: str) -> Path:
         text = text.rstrip("\n") + "\n\n" + block
     DOC.write_text(text)
     return DOC
+
+
+def start_shipyard(home: Path, config: str, env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """``shipyard up`` on a free port with ``config`` (YAML text) and ``env`` added to this process's
+    environment, once ``/readyz`` says it is ready: the process and its base URL."""
+    port = free_port()
+    path = home.parent / f"{home.name}.yaml"
+    path.write_text(config)
+    args = ["up", "--port", str(port), "--home", str(home), "--config", str(path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SHIPYARD_LOG_LEVEL": "warning", **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("shipyard up did not become ready within 60 s")

@@ -12,12 +12,10 @@ out, inside the server), read from the store; *client p50/p99* is what the calle
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import statistics
 import string
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from benchdoc import free_port, write_section
+from benchdoc import start_shipyard, write_section
 
 KEY = "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
 MODEL_MS = 20
@@ -40,28 +38,7 @@ routes:
 
 
 def start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = home.parent / "shipyard.yaml"
-    config.write_text(CONFIG)
-    env = {**os.environ, "SHIPYARD_ADMIN_KEY": KEY, "SHIPYARD_LOG_LEVEL": "warning"}
-    args = ["up", "--port", str(port), "--home", str(home), "--config", str(config)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("shipyard up did not become ready")
+    return start_shipyard(home, CONFIG, {"SHIPYARD_ADMIN_KEY": KEY})
 
 
 def measure(client: httpx.Client, route: str, n: int, repeat: bool) -> dict[str, Any]:

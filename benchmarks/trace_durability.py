@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from benchdoc import free_port, write_section
+from benchdoc import start_shipyard, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -43,29 +43,7 @@ BODY = {"model": "default", "messages": [{"role": "user", "content": "Say someth
 
 
 def start(home: Path, durability: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    config = home.parent / f"{home.name}.yaml"
-    config.write_text(CONFIG)
-    env = {**os.environ, "SHIPYARD_ADMIN_KEY": KEY, "SHIPYARD_TRACE_DURABILITY": durability}
-    env["SHIPYARD_LOG_LEVEL"] = "warning"
-    args = ["up", "--port", str(port), "--home", str(home), "--config", str(config)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    return start_shipyard(home, CONFIG, {"SHIPYARD_ADMIN_KEY": KEY, "SHIPYARD_TRACE_DURABILITY": durability})
 
 
 async def throughput(url: str, seconds: float, concurrency: int = 16) -> dict[str, float]:
