@@ -255,6 +255,39 @@ trace_rollups = sa.Table(
     sqlite_with_rowid=False,
 )
 
+# Where time and money go (store/performance.py): per minute and per hour, per route, model, API key
+# and prompt version, the sums of each latency component (from the spans), of cost and tokens, and
+# of the response cache's lookups, hits and savings. Gateway traces only; written with the trace.
+perf_rollups = sa.Table(
+    "perf_rollups",
+    metadata,
+    sa.Column("period", sa.Integer, primary_key=True, doc="bucket width in seconds: 60 or 3600"),
+    sa.Column("bucket", sa.Integer, primary_key=True, doc="unix seconds at the bucket's start"),
+    sa.Column("route", sa.String(128), primary_key=True, doc="'' when the trace had none"),
+    sa.Column("model", sa.String(256), primary_key=True, doc="'' when no model answered"),
+    sa.Column("key_id", sa.String(32), primary_key=True, doc="the API key's id; '' for in-process callers"),
+    sa.Column("prompt", sa.String(128), primary_key=True, doc="'' when the route has no prompt"),
+    sa.Column("prompt_version", sa.Integer, primary_key=True, doc="0 when the route has no prompt"),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("streams", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False, doc="sum of root span durations"),
+    sa.Column("queue_ms", sa.Float, nullable=False),
+    sa.Column("guards_ms", sa.Float, nullable=False),
+    sa.Column("retries_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=False, doc="answering attempt's start to its first token"),
+    sa.Column("generation_ms", sa.Float, nullable=False),
+    sa.Column("overhead_ms", sa.Float, nullable=False),
+    sa.Column("cache_lookups", sa.BigInteger, nullable=False),
+    sa.Column("cache_hits", sa.BigInteger, nullable=False),
+    sa.Column("cache_saved_usd", sa.Float, nullable=False),
+    sa.Column("cache_saved_tokens", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # User feedback on a trace: thumbs (score 1 / 0) or a number, with an optional comment.
 feedback = sa.Table(
     "feedback",

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from shipyard.store import rollups
+from shipyard.store import performance, rollups
 from shipyard.store.datasets import has_tag
 from shipyard.store.db import Store
 from shipyard.store.feedback import trace_condition as feedback_condition
@@ -166,6 +166,7 @@ def insert_traces(store: Store, batch: Sequence[Trace], capture: str = "full", m
         if trace_rows:
             conn.exec_driver_sql(insert_sql(conn, traces, TRACE_COLUMNS), trace_rows)
             rollups.add(conn, rollups.deltas(row_facts(r) for r in trace_rows))
+            performance.add(conn, batch)
         if span_rows:
             conn.exec_driver_sql(insert_sql(conn, spans, SPAN_COLUMNS), span_rows)
 
