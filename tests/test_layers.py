@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("shipyard.evals",),
     ("shipyard.redteam",),
     ("shipyard.monitoring",),
+    ("shipyard.bench",),
     ("shipyard.api", "shipyard.web"),
     ("shipyard.server",),
     ("shipyard.cli",),

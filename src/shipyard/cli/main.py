@@ -11,6 +11,7 @@ from shipyard import __version__
 from shipyard.cli import (
     alerts,
     audit,
+    bench,
     chat,
     config_cmd,
     datasets,
@@ -91,6 +92,7 @@ app.add_typer(guard.app, name="guard")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.command("redteam")(redteam.redteam)
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
