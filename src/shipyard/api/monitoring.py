@@ -16,6 +16,7 @@ from shipyard.api import deps, pages
 from shipyard.api.openapi import errors
 from shipyard.api.pages import Page
 from shipyard.store import feedback as fb
+from shipyard.store import performance as perf
 from shipyard.store import traces as tq
 from shipyard.store import traffic as data
 from shipyard.store.db import Store
@@ -71,6 +72,103 @@ def overview(
 ) -> dict[str, Any]:
     window = TimeWindow.parse(range, since, until)
     return data.overview(store, window, route=route or None, model=model or None, source=source or None)
+
+
+class LatencyParts(BaseModel):
+    total_ms: float | None = Field(description="Average latency (the root span's duration).")
+    queue_ms: float | None = Field(
+        description="Average time from the request's start to its first provider attempt (limits, "
+        "plan, cache lookup), less the input guards."
+    )
+    guards_ms: float | None = Field(description="Average time in the input and output guards.")
+    retries_ms: float | None = Field(
+        description="Average time in failed attempts and the backoff between them."
+    )
+    ttft_ms: float | None = Field(
+        description="Average time from the answering attempt's start to the first token (streams)."
+    )
+    generation_ms: float | None = Field(
+        description="Average time from the first token to the end of the answer; for a whole "
+        "answer, the answering attempt's duration."
+    )
+    overhead_ms: float | None = Field(description="Average of what remains: the gateway's own time.")
+
+
+class CacheFigures(BaseModel):
+    lookups: int = Field(description="Requests the route's response cache was asked about.")
+    hits: int
+    hit_ratio: float | None = Field(description="hits / lookups; null without lookups.")
+    saved_usd: float = Field(description="What the answers served from the cache cost when they were made.")
+    saved_tokens: int = Field(description="Their input plus output tokens.")
+
+
+class PerformanceRow(BaseModel):
+    group: str = Field(
+        description="The route, model, API key id or `prompt@vN` (per `by`); empty for requests "
+        "that had none (no model answered, an in-process caller, a route without a prompt)."
+    )
+    key_id: str | None = Field(None, description="`by=key`: the key's id.")
+    key_name: str | None = Field(None, description="`by=key`: the key's name, if the key still exists.")
+    prompt: str | None = Field(None, description="`by=prompt`: the prompt's name.")
+    prompt_version: int | None = Field(None, description="`by=prompt`: its version.")
+    requests: int
+    errors: int
+    streams: int
+    cost_usd: float
+    cost_per_request_usd: float | None
+    input_tokens: int
+    output_tokens: int
+    latency: LatencyParts
+    cache: CacheFigures
+
+
+_POSITION = {"route": (str,), "model": (str,), "key": (str,), "prompt": (str, int)}
+
+
+@router.get(
+    "/performance",
+    response_model=Page[PerformanceRow],
+    responses=errors(
+        400, notes={400: "`by` is not route, model, key or prompt; a time or the cursor is malformed."}
+    ),
+    summary="Where time and money go, per route, model, API key or prompt version",
+    description="Per group: requests, cost and tokens; the average latency cut into queue, guards, "
+    "retries, upstream time to first token, generation and gateway overhead (they add up to the "
+    "average latency); and the response cache's lookups, hits and savings. Read from the "
+    "per-minute/per-hour performance rollups (gateway traces only), never the spans. Groups come "
+    "in name order. Without `range`, `since` or `until`: the last hour.",
+)
+def performance(
+    by: str = Query("route", description="route | model | key | prompt"),
+    range: str | None = Query(None, description=_RANGE_HELP),
+    since: str | None = Query(None, description=TIME_HELP),
+    until: str | None = Query(None, description=TIME_HELP + " Default: now."),
+    route: str | None = Query(None, description="Only this route."),
+    model: str | None = Query(None, description="Only requests this model answered."),
+    limit: int = pages.limit_query(100, perf.MAX_GROUPS),
+    cursor: str | None = pages.cursor_query(),
+    store: Store = Depends(deps.store),
+) -> dict[str, Any]:
+    perf.check_group(by)
+    window = TimeWindow.parse(range, since, until)
+    kind = f"performance-{by}"
+    after = pages.decode(cursor, kind, _POSITION[by])
+    rows = perf.groups(
+        store,
+        window.since,
+        window.until,
+        by,
+        route=route or None,
+        model=model or None,
+        limit=limit + 1,
+        after=after,
+    )
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "data": [{k: v for k, v in r.items() if k != "position"} for r in shown],
+        "next": pages.encode(kind, tuple(shown[-1]["position"])) if more else None,
+    }
 
 
 @router.get(

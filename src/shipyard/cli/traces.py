@@ -1,4 +1,4 @@
-"""`shipyard traces list|show`: read traces straight from the store."""
+"""`shipyard traces list|show|stats`: read traces (and their rollups) straight from the store."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from shipyard.cli.common import (
     settings_only,
 )
 from shipyard.errors import InvalidRequest
+from shipyard.store import performance as perf
 from shipyard.store import traces as q
-from shipyard.times import parse_time
+from shipyard.times import TimeWindow, parse_time
 from shipyard.tracing import semconv as sc
 
 app = typer.Typer(help="Inspect traced requests.", no_args_is_help=True)
@@ -169,3 +170,93 @@ def show(
     if t["output"] is not None:
         console.print("[bold]output[/bold]")
         console.print(f"  {t['output']}", markup=False, highlight=False)
+
+
+_BY_HEADER = {"route": "route", "model": "model", "key": "API key", "prompt": "prompt version"}
+
+
+def _window(since: str | None, until: str | None) -> TimeWindow:
+    try:
+        return TimeWindow.parse(None, since, until, default="24h")
+    except InvalidRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"--{exc.param or 'since'}") from None
+
+
+def _group_name(by: str, row: dict[str, Any]) -> str:
+    if by == "key" and row.get("key_name"):
+        return f"{row['key_name']} ({row['group']})"
+    return row["group"] or "(none)"
+
+
+@app.command("stats")
+def stats(
+    since: str = typer.Option(
+        None,
+        "--since",
+        help="Start: 15m, 2h, 7d or an ISO time (UTC unless it has an offset). Default: 24h ago.",
+    ),
+    until: str = typer.Option(None, "--until", help="End of the range, the same forms. Default: now."),
+    route: str = typer.Option(None, "--route", "-r", help="Only this route."),
+    model: str = typer.Option(None, "--model", help="Only requests this model answered."),
+    by: str = typer.Option(
+        "route", "--by", help="Group by route, model, key (API key) or prompt (prompt version)."
+    ),
+    limit: int = typer.Option(
+        50, "--limit", "-n", min=1, max=perf.MAX_GROUPS, help="How many groups (in name order)."
+    ),
+    home: str = HomeOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Where time and money go: per route, model, API key or prompt version, the average latency
+    cut into queue, guards, retries, upstream time to first token, generation and gateway
+    overhead; cost and tokens; and what the response cache saved. Read from the performance
+    rollups (gateway traces)."""
+    if by not in perf.GROUPS:
+        raise typer.BadParameter(f"must be one of {', '.join(perf.GROUPS)}; got `{by}`", param_hint="--by")
+    window = _window(since, until)
+    store = open_store(settings_only(home))
+    rows = perf.groups(store, window.since, window.until, by, route=route, model=model, limit=limit)
+    total = perf.total(store, window.since, window.until, route=route, model=model)
+    if json_out:
+        print_json(
+            {
+                "since": window.since,
+                "until": window.until,
+                "by": by,
+                "total": total,
+                "data": [{k: v for k, v in r.items() if k != "position"} for r in rows],
+            }
+        )
+        return
+    if not rows:
+        console.print(
+            f"no gateway traces between {_ts(window.since)} and {_ts(window.until)}"
+            + (f" for route {escape(route)}" if route else "")
+            + "; widen --since or send requests through the gateway"
+        )
+        return
+    table = CliTable(
+        Col(_BY_HEADER[by]),
+        Col("req", justify="right"),
+        Col("avg ms", justify="right"),
+        *(Col(c, justify="right", drop=d) for c, d in zip(perf.COMPONENTS, (6, 5, 4, 7, 7, 6), strict=True)),
+        Col("$", justify="right", drop=8),
+        Col("$/req", justify="right", drop=3),
+        Col("cache hits", justify="right", drop=2),
+        Col("saved $", justify="right", drop=1),
+        title=f"where time (average ms per request) and money go, per {_BY_HEADER[by]}, "
+        f"{_ts(window.since)} – {_ts(window.until)}",
+    )
+    for name, r in [*((escape(_group_name(by, r)), r) for r in rows), ("[bold]all[/bold]", total)]:
+        lat, cache = r["latency"], r["cache"]
+        table.add_row(
+            name,
+            f"{r['requests']:,}",
+            _ms(lat["total_ms"]),
+            *(_ms(lat[f"{c}_ms"]) for c in perf.COMPONENTS),
+            f"{r['cost_usd']:.4g}",
+            "-" if r["cost_per_request_usd"] is None else f"{r['cost_per_request_usd']:.4g}",
+            "-" if not cache["lookups"] else f"{cache['hits']}/{cache['lookups']}",
+            f"{cache['saved_usd']:.4g}",
+        )
+    console.print(table)

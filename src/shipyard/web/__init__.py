@@ -30,6 +30,7 @@ log = logging.getLogger("shipyard.web")
 
 PAGE_MODULES = (
     "shipyard.web.traffic_pages",  # overview, traces, trace
+    "shipyard.web.performance_pages",  # where time and money go
     "shipyard.web.prompt_pages",  # prompts, and models, routes, providers under /registry
     "shipyard.web.dataset_pages",  # datasets
     "shipyard.web.run_pages",  # runs, compare

@@ -39,6 +39,7 @@ STATIC = HERE / "static"
 NAV: tuple[tuple[str, str], ...] = (
     ("Overview", "/"),
     ("Traces", "/traces"),
+    ("Performance", "/performance"),
     ("Prompts", "/prompts"),
     ("Datasets", "/datasets"),
     ("Runs", "/runs"),
