@@ -463,6 +463,7 @@ EMPTY = {
     "/evals": "No eval runs yet",
     "/drift": "No drift reports yet",
     "/alerts": "No alert rules configured",
+    "/performance": "No gateway requests in this time range",
 }
 
 
