@@ -262,18 +262,9 @@ async def run_level(
 
 def _arrivals(load: Load, items: Sequence[Item], seed: int) -> itertools.chain[tuple[float, Item]]:
     """(offset in seconds, item) pairs: exponential gaps at ``load.value`` per second (Poisson
-    arrivals, seeded), or the items' own times for a replay (cycled with the span as the period)."""
+    arrivals, seeded, cycling through the items), or a replay's own times, each item once."""
     if load.kind == "replay":
-        # A replay shorter than the bounds starts again after one mean gap past its last arrival.
-        span = items[-1].at or 0.0
-        period = span + (span / (len(items) - 1) if len(items) > 1 and span > 0 else 1.0)
-
-        def replay() -> Any:
-            for lap in itertools.count():
-                for item in items:
-                    yield lap * period + (item.at or 0.0), item
-
-        return itertools.chain(replay())
+        return itertools.chain((item.at or 0.0, item) for item in items)
     rng = random.Random(seed)
 
     def poisson() -> Any:

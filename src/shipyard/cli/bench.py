@@ -311,7 +311,8 @@ def run_command(
         False,
         "--replay",
         help="Workload: the stored chat traces of --model (the route), with their messages, sampling "
-        "parameters and arrival times (see --since, --time-scale); at most --requests of the newest.",
+        "parameters and arrival times (see --since, --time-scale), each sent once; at most --requests "
+        "of the newest.",
     ),
     since: str = typer.Option(
         None,
