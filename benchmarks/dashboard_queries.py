@@ -175,6 +175,17 @@ def store_measurements(url: str, info: dict[str, Any], repeat: int) -> list[dict
                 partial(rollups.breakdown, store, since, until, "route"),
             ),
         ]
+    from shipyard.store import performance
+
+    for key in ("1h", "24h", "7d"):
+        window = TimeWindow.parse(key, now=until)
+        cases.append(
+            (
+                f"store.performance.report, range={key}",
+                "what `/performance` computes (every grouping)",
+                partial(performance.report, store, window.since, window.until),
+            )
+        )
     cases += [
         ("list_traces, first page (50)", "no filter", partial(tq.list_traces, store, limit=50)),
         (
@@ -257,6 +268,14 @@ def http_cases(info: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         ("GET /?range=24h", "/?range=24h", "overview page, last 24 h", False),
         ("GET /?range=7d", "/?range=7d", "overview page, last 7 days", False),
         ("GET /api/overview?range=7d", "/api/overview?range=7d", "overview JSON, last 7 days", False),
+        ("GET /performance", "/performance", "where time and money go, default range (last hour)", True),
+        ("GET /performance?range=7d", "/performance?range=7d", "where time and money go, last 7 days", False),
+        (
+            "GET /api/performance?by=key",
+            "/api/performance?range=24h&by=key",
+            "cost per API key, last 24 h",
+            False,
+        ),
         ("GET /traces", "/traces", "trace list page, first page", True),
         ("GET /api/traces", "/api/traces", "trace list JSON, first page", True),
         (

@@ -113,32 +113,38 @@ def _covered(intervals: Sequence[tuple[float, float]], lo: float, hi: float) -> 
 
 
 def root_of(trace: Trace) -> Span | None:
-    return next((s for s in trace.spans if s.parent_id is None), None)
+    spans = trace.spans
+    if spans and spans[0].parent_id is None:  # the trace stage opens the root span first
+        return spans[0]
+    return next((s for s in spans if s.parent_id is None), None)
 
 
 def breakdown(trace: Trace) -> Breakdown | None:
     """The latency components of a gateway trace (None without a root span)."""
+    # One pass over the spans: this runs for every trace the writer stores.
     root = root_of(trace)
     if root is None:
         return None
     r0 = root.start
     r1 = max(root.end or trace.end or r0, r0)
-
-    def clamp(t: float) -> float:
-        return min(max(t, r0), r1)
-
-    attempts = sorted(
-        (s for s in trace.spans if s.parent_id == root.span_id and sc.ATTEMPT in s.attributes),
-        key=lambda s: s.start,
-    )
-    guards = [(s.start, s.end or s.start) for s in trace.spans if sc.GUARD_STAGE in s.attributes]
+    rid = root.span_id
+    attempts: list[Span] = []
+    guards: list[tuple[float, float]] = []
+    for s in trace.spans:
+        attrs = s.attributes
+        if sc.ATTEMPT in attrs and s.parent_id == rid:
+            attempts.append(s)
+        elif sc.GUARD_STAGE in attrs:
+            guards.append((s.start, s.end or s.start))
     if not attempts:
-        guarded = _covered(guards, r0, r1)
+        guarded = _covered(guards, r0, r1) if guards else 0.0
         return _ms(0.0, guarded, 0.0, 0.0, 0.0, (r1 - r0) - guarded)
-    a0 = clamp(attempts[0].start)
+    if len(attempts) > 1:
+        attempts.sort(key=lambda s: s.start)
+    a0 = min(max(attempts[0].start, r0), r1)
     last = attempts[-1]
-    start = max(clamp(last.start), a0)
-    end = max(clamp(last.end or r1), start)
+    start = max(min(last.start, r1), a0)
+    end = max(min(last.end or r1, r1), start)
     if last.status == "ok":
         retries = start - a0
         first = start
@@ -148,60 +154,85 @@ def breakdown(trace: Trace) -> Breakdown | None:
         ttft, generation = first - start, end - first
     else:
         retries, ttft, generation = end - a0, 0.0, 0.0
-    before = _covered(guards, r0, a0)
-    after = _covered(guards, end, r1)
+    before = _covered(guards, r0, a0) if guards else 0.0
+    after = _covered(guards, end, r1) if guards else 0.0
     return _ms((a0 - r0) - before, before + after, retries, ttft, generation, (r1 - end) - after)
 
 
-def _ms(*seconds: float) -> Breakdown:
-    return Breakdown(*(max(s, 0.0) * 1000 for s in seconds))
+def _ms(
+    queue: float, guards: float, retries: float, ttft: float, generation: float, rest: float
+) -> Breakdown:
+    """Seconds to milliseconds; a part that clock steps made negative is 0."""
+    return Breakdown(
+        max(queue, 0.0) * 1000,
+        max(guards, 0.0) * 1000,
+        max(retries, 0.0) * 1000,
+        max(ttft, 0.0) * 1000,
+        max(generation, 0.0) * 1000,
+        max(rest, 0.0) * 1000,
+    )
 
 
 def _number(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
 
 
+def contribution(t: Trace) -> tuple[tuple[Any, ...], list[float]] | None:
+    """A gateway trace's group (route, model, key id, prompt, prompt version) and what it adds to
+    each of :data:`SUM_COLUMNS`; None for a trace that is not the gateway's."""
+    if t.source != "gateway":
+        return None
+    parts = breakdown(t)
+    if parts is None:
+        return None
+    root = root_of(t)
+    assert root is not None
+    key_id = t.attributes.get(sc.KEY_ID)
+    dims = (
+        t.route or "",
+        t.model or "",
+        str(key_id) if key_id else "",
+        t.prompt or "",
+        t.prompt_version or 0,
+    )
+    hit = root.attributes.get(sc.CACHE_HIT)
+    saved_usd = saved_tokens = 0.0
+    if hit is True:
+        saved_usd = _number(root.attributes.get(sc.CACHE_SAVED_USD))
+        saved_tokens = float(int(_number(root.attributes.get(sc.CACHE_SAVED_TOKENS))))
+    values = [
+        1.0,
+        float(t.status != "ok"),
+        float(bool(t.stream)),
+        t.cost_usd or 0.0,
+        float(t.input_tokens or 0),
+        float(t.output_tokens or 0),
+        parts.total_ms,
+        *parts.values(),
+        float(hit is not None),
+        float(hit is True),
+        saved_usd,
+        saved_tokens,
+    ]
+    return dims, values
+
+
 def deltas(batch: Iterable[Trace]) -> dict[tuple[Any, ...], list[float]]:
     """What the gateway traces in ``batch`` add to each ``perf_rollups`` row."""
     out: dict[tuple[Any, ...], list[float]] = {}
-    width = len(SUM_COLUMNS)
     for t in batch:
-        if t.source != "gateway":
+        c = contribution(t)
+        if c is None:
             continue
-        parts = breakdown(t)
-        if parts is None:
-            continue
-        root = root_of(t)
-        assert root is not None
-        key_id = t.attributes.get(sc.KEY_ID)
-        dims = (
-            t.route or "",
-            t.model or "",
-            str(key_id) if key_id else "",
-            t.prompt or "",
-            t.prompt_version or 0,
-        )
-        hit = root.attributes.get(sc.CACHE_HIT)
+        dims, values = c
         for period in ROLLUP_PERIODS:
             key = (period, int(t.start // period) * period, *dims)
             row = out.get(key)
             if row is None:
-                row = out[key] = [0] * width
-            row[0] += 1
-            row[1] += t.status != "ok"
-            row[2] += bool(t.stream)
-            row[3] += t.cost_usd or 0.0
-            row[4] += t.input_tokens or 0
-            row[5] += t.output_tokens or 0
-            row[6] += parts.total_ms
-            for i, v in enumerate(parts.values()):
-                row[_COMPONENT0 + i] += v
-            if hit is not None:
-                row[-4] += 1
-            if hit is True:
-                row[-3] += 1
-                row[-2] += _number(root.attributes.get(sc.CACHE_SAVED_USD))
-                row[-1] += int(_number(root.attributes.get(sc.CACHE_SAVED_TOKENS)))
+                out[key] = list(values)
+            else:
+                for i, v in enumerate(values):
+                    row[i] += v
     return out
 
 
