@@ -150,6 +150,15 @@ class Settings:
             minimum=1024 * 1024,
         ),
     ]
+    cache_max_entries: Annotated[
+        int,
+        Spec(
+            100_000,
+            "Most answers the in-process response cache keeps (and most conversations its semantic "
+            "index holds), when `redis_url` is unset; the least recently used go first.",
+            minimum=100,
+        ),
+    ]
 
     admin_key: Annotated[
         str | None,

@@ -179,10 +179,19 @@ class CacheConfig(Strict):
     """A route's response cache (see docs/cache.md): an identical request within ``ttl`` is answered
     from the cache, without calling a provider."""
 
-    mode: Literal["exact"] = Field(
+    mode: Literal["exact", "semantic"] = Field(
         "exact",
         description="`exact`: the same request (every field that changes the answer, after the input "
-        "guards) gets the same answer.",
+        "guards) gets the same answer. `semantic`: also a request whose conversation is similar "
+        "(WordLlama embeddings, at least `threshold`) and differs in nothing that changes the answer "
+        "(numbers, negation, dates, names, units, polarity, language, a swapped word).",
+    )
+    threshold: float = Field(
+        0.8,
+        ge=0.5,
+        le=1.0,
+        description="`semantic` only: the least cosine similarity of two conversations (of their last "
+        "turns, and of the turns before) for one's answer to serve the other.",
     )
     ttl: float = Field(3600.0, gt=0, le=30 * 86400, description="Seconds an answer stays valid.")
     scope: Literal["key", "user", "global"] = Field(

@@ -35,7 +35,19 @@ from typing import Any, Protocol
 
 import orjson
 
-from shipyard.gateway.stages.cache import OPT_OUT_FIELD, CachedAnswer
+from shipyard.gateway.meaning import meaning
+from shipyard.gateway.semantic import (
+    Candidate,
+    Embedder,
+    MemoryIndex,
+    Probe,
+    RedisIndex,
+    SemanticIndex,
+    best_match,
+    partition,
+    turns,
+)
+from shipyard.gateway.stages.cache import OPT_OUT_FIELD, REFUSED_ATTR, SIMILARITY_ATTR, CachedAnswer
 from shipyard.gateway.stages.context import Request
 from shipyard.providers.base import Completion, Embeddings, StreamChunk, Usage
 
@@ -44,6 +56,7 @@ log = logging.getLogger("shipyard.gateway")
 # How long an identical request waits for the one in flight before it calls the provider itself.
 FLIGHT_WAIT_S = 120.0
 FORMAT = 1  # of a stored entry; entries of another format are misses
+SEMANTIC_FORMAT = 1  # bumped when conversations are embedded or compared otherwise: old partitions go unread
 REDIS_PREFIX = "shipyard:cache:"
 
 
@@ -151,8 +164,13 @@ def effective_temperature(req: Request) -> float | None:
     return None
 
 
-def cache_key(req: Request, stream: bool) -> str:
-    """The key of everything that changes the answer (see the module's docstring)."""
+# The body fields that hold the conversation: a semantic partition is the key's identity without them.
+CONVERSATION_FIELDS = ("messages", "prompt", "variables")
+
+
+def identity(req: Request, stream: bool) -> list[Any]:
+    """Everything that changes the answer (see the module's docstring), as one JSON-able list whose
+    last item is the request body."""
     route = req.route
     cfg = route.cache
     assert cfg is not None
@@ -164,7 +182,7 @@ def cache_key(req: Request, stream: bool) -> str:
     if cfg.scope == "user":
         scope.append(req.key)
     body = {k: v for k, v in req.body.items() if k != OPT_OUT_FIELD and (k != "user" or cfg.scope == "user")}
-    identity = [
+    return [
         FORMAT,
         req.op,
         stream,
@@ -177,7 +195,13 @@ def cache_key(req: Request, stream: bool) -> str:
         scope,
         body,
     ]
-    raw = orjson.dumps(identity, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+
+
+def cache_key(req: Request, stream: bool) -> str:
+    """The exact key of everything that changes the answer (see the module's docstring)."""
+    raw = orjson.dumps(
+        identity(req, stream), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+    )
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -251,11 +275,16 @@ def decode(raw: bytes) -> tuple[CachedAnswer, str | None, float | None] | None:
 
 
 class RouteCache:
-    """The :class:`~shipyard.gateway.stages.cache.ResponseCache` of routes with ``cache:``."""
+    """The :class:`~shipyard.gateway.stages.cache.ResponseCache` of routes with ``cache:``: exact
+    entries in ``entries``, and for ``mode: semantic`` routes the conversations that produced them in
+    ``index`` (see :mod:`shipyard.gateway.semantic`)."""
 
-    def __init__(self, entries: EntryStore) -> None:
+    def __init__(self, entries: EntryStore, index: SemanticIndex | None = None) -> None:
         self.entries = entries
+        self.index: SemanticIndex = index if index is not None else MemoryIndex()
+        self.embedder = Embedder()
         self._flights: dict[str, tuple[asyncio.Future[None], str]] = {}
+        self._probes: dict[str, Probe] = {}  # by trace id, from a semantic lookup until the store
 
     def applies(self, req: Request) -> bool:
         return req.route.cache is not None
@@ -275,6 +304,10 @@ class RouteCache:
         found = await self._get(key)
         if found is not None:
             return found
+        if cfg.mode == "semantic":
+            found = await self._semantic(req, stream, write)
+            if found is not None:
+                return found
         flight = self._flights.get(key)
         if flight is not None:
             try:
@@ -285,6 +318,37 @@ class RouteCache:
         if write:
             self._flights[key] = (asyncio.get_running_loop().create_future(), req.trace.trace_id)
         return None
+
+    async def _semantic(self, req: Request, stream: bool, write: bool) -> CachedAnswer | None:
+        """The cached answer of the most similar conversation that asks the same thing, if any."""
+        cfg = req.route.cache
+        assert cfg is not None
+        conversation = turns(req)
+        if conversation is None:
+            return None
+        whole = identity(req, stream)
+        whole[-1] = {k: v for k, v in whole[-1].items() if k not in CONVERSATION_FIELDS}
+        probe = Probe(
+            partition([*whole, SEMANTIC_FORMAT], [role for role, _ in conversation]),
+            await self.embedder.vectors(conversation),
+            meaning([text for _, text in conversation]),
+        )
+        if write:
+            self._probes[req.trace.trace_id] = probe
+        candidates = await self.index.candidates(probe.partition)
+        while True:
+            candidate, score, refused = best_match(probe, candidates, cfg.threshold)
+            attributes = req.root.attributes
+            if candidate is None:
+                if refused is not None:
+                    attributes[REFUSED_ATTR] = refused
+                    attributes[SIMILARITY_ATTR] = round(score, 4)
+                return None
+            found = await self._get(candidate.key)
+            if found is not None:
+                found.match, found.similarity = "semantic", score
+                return found
+            candidates = [c for c in candidates if c is not candidate]  # its answer expired
 
     async def _get(self, key: str) -> CachedAnswer | None:
         raw = await self.entries.get(key)
@@ -311,11 +375,16 @@ class RouteCache:
             raw = encode(answer, trace.trace_id, trace.cost_usd)
             if len(raw) <= cfg.max_entry_bytes:
                 await self.entries.put(key, raw, cfg.ttl)
+                probe = self._probes.pop(trace.trace_id, None)
+                if probe is not None:
+                    candidate = Candidate(key, probe.vectors, probe.meaning, time.time() + cfg.ttl)
+                    await self.index.add(probe.partition, candidate)
         finally:  # a store that failed must not keep identical requests waiting
             self.release(req)
 
     def release(self, req: Request) -> None:
         """The request that led a flight ended (answered, stored or failed): wake its followers."""
+        self._probes.pop(req.trace.trace_id, None)
         key = req.cache_key
         if key is None:
             return
@@ -327,10 +396,11 @@ class RouteCache:
 
     async def close(self) -> None:
         await self.entries.close()
+        await self.index.close()
 
 
-def build_cache(redis_url: str | None, max_bytes: int) -> RouteCache:
+def build_cache(redis_url: str | None, max_bytes: int, max_entries: int = 100_000) -> RouteCache:
     """The cache the server plugs in: Redis when the server counts limits there too, else memory."""
     if redis_url:
-        return RouteCache(RedisEntries(redis_url))
-    return RouteCache(MemoryEntries(max_bytes=max_bytes))
+        return RouteCache(RedisEntries(redis_url), RedisIndex(redis_url))
+    return RouteCache(MemoryEntries(max_entries, max_bytes), MemoryIndex(max_entries))

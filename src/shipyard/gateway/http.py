@@ -24,12 +24,13 @@ from shipyard.errors import Forbidden, PayloadTooLarge, ShipyardError, Unauthori
 from shipyard.gateway import validation
 from shipyard.gateway.auth import AuthService, Principal
 from shipyard.gateway.service import Gateway
-from shipyard.gateway.stages.cache import HIT_ATTR
+from shipyard.gateway.stages.cache import HIT_ATTR, MATCH_ATTR, SIMILARITY_ATTR
 from shipyard.tracing.otlp import otlp_traces
 from shipyard.tracing.spans import Trace
 
 JSON = "application/json"
 CACHE_HEADER = "x-shipyard-cache"  # hit | miss, on routes with a response cache
+CACHE_MATCH_HEADER = "x-shipyard-cache-match"  # on a hit: exact, or semantic; similarity=0.93
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -42,9 +43,15 @@ def _trace_headers(trace: Trace) -> dict[str, str]:
         headers["x-shipyard-route"] = trace.route
     if trace.target:
         headers["x-shipyard-target"] = trace.target
-    hit = trace.spans[0].attributes.get(HIT_ATTR) if trace.spans else None
+    root = trace.spans[0].attributes if trace.spans else {}
+    hit = root.get(HIT_ATTR)
     if hit is not None:  # only on routes with a response cache
         headers[CACHE_HEADER] = "hit" if hit else "miss"
+        match = root.get(MATCH_ATTR)
+        if hit and match == "semantic":
+            headers[CACHE_MATCH_HEADER] = f"semantic; similarity={root.get(SIMILARITY_ATTR, 0):.4f}"
+        elif hit:
+            headers[CACHE_MATCH_HEADER] = "exact"
     return headers
 
 

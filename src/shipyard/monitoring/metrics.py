@@ -20,7 +20,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from shipyard.gateway.stages.cache import HIT_ATTR, SAVED_TOKENS_ATTR, SAVED_USD_ATTR
+from shipyard.gateway.stages.cache import (
+    HIT_ATTR,
+    MATCH_ATTR,
+    REFUSED_ATTR,
+    SAVED_TOKENS_ATTR,
+    SAVED_USD_ATTR,
+)
 from shipyard.tracing import semconv as sc
 from shipyard.tracing.spans import Trace
 
@@ -170,6 +176,19 @@ class Metrics:
             ("route",),
             registry=r,
         )
+        self.cache_semantic_hits = Counter(
+            "shipyard_cache_semantic_hits",
+            "Cache hits found by similarity (`mode: semantic`) rather than by the exact key.",
+            ("route",),
+            registry=r,
+        )
+        self.cache_refusals = Counter(
+            "shipyard_cache_semantic_refusals",
+            "Semantic misses where a conversation above the threshold was refused by the false-hit "
+            "guard, by reason (number, negation, date, name, unit, polarity, language, order, wording).",
+            ("route", "reason"),
+            registry=r,
+        )
         self.cache_saved_tokens = Counter(
             "shipyard_cache_saved_tokens",
             "Input plus output tokens of the answers served from the cache.",
@@ -246,8 +265,12 @@ class Metrics:
         if hit is not None:
             self.cache_lookups.labels(route, "hit" if hit else "miss").inc()
             if hit:
+                if root.get(MATCH_ATTR) == "semantic":
+                    self.cache_semantic_hits.labels(route).inc()
                 self.cache_saved_usd.labels(route).inc(root.get(SAVED_USD_ATTR) or 0.0)
                 self.cache_saved_tokens.labels(route).inc(root.get(SAVED_TOKENS_ATTR) or 0)
+            elif (refused := root.get(REFUSED_ATTR)) is not None:
+                self.cache_refusals.labels(route, str(refused)).inc()
         findings = trace.attributes.get("guard.findings")
         if findings:
             # Scanner names come from the route's config, not from clients: bounded already.

@@ -189,23 +189,29 @@ class WordLlamaProvider(BaseProvider):
         return Embeddings(vectors=vectors, usage=Usage(input_tokens=total), model=call.model)
 
     def _embed_batch(self, model: Any, texts: list[str], dim: int) -> tuple[list[list[float]], int]:
-        table: np.ndarray = model.embedding
-        last_row = table.shape[0] - 1
-        out: np.ndarray = np.zeros((len(texts), dim), dtype=np.float32)
-        total = 0
-        encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
-        for row, enc in enumerate(encodings):
-            ids = np.asarray(enc.ids, dtype=np.int64)[np.asarray(enc.attention_mask, dtype=bool)]
-            np.clip(ids, 0, last_row, out=ids)
-            total += len(ids)
-            # WordLlama's embedding is the mean of token rows; after normalising, the sum is the same.
-            acc = out[row]
-            for at in range(0, len(ids), _ROWS_PER_STEP):
-                acc += table[ids[at : at + _ROWS_PER_STEP], :dim].sum(axis=0)
-            norm = float(np.linalg.norm(acc))
-            if norm > 0:
-                acc /= norm
-        return out.tolist(), total
+        vectors, total = embed_texts(model, texts, dim)
+        return vectors.tolist(), total
+
+
+def embed_texts(model: Any, texts: list[str], dim: int = SHIPPED_DIM) -> tuple[np.ndarray, int]:
+    """Unit vectors (one row per text, float32) and the tokens they took: WordLlama's embedding is
+    the mean of its token rows, and after normalising the sum is the same."""
+    table: np.ndarray = model.embedding
+    last_row = table.shape[0] - 1
+    out: np.ndarray = np.zeros((len(texts), dim), dtype=np.float32)
+    total = 0
+    encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
+    for row, enc in enumerate(encodings):
+        ids = np.asarray(enc.ids, dtype=np.int64)[np.asarray(enc.attention_mask, dtype=bool)]
+        np.clip(ids, 0, last_row, out=ids)
+        total += len(ids)
+        acc = out[row]
+        for at in range(0, len(ids), _ROWS_PER_STEP):
+            acc += table[ids[at : at + _ROWS_PER_STEP], :dim].sum(axis=0)
+        norm = float(np.linalg.norm(acc))
+        if norm > 0:
+            acc /= norm
+    return out, total
 
 
 @hookimpl

@@ -92,7 +92,9 @@ class Platform:
         gateway = Gateway(runtime, writer, settings.default_timeout)
         gateway.durable = settings.trace_durability == "acknowledged"
         gateway.limiter = build_limiter(settings, store)
-        gateway.cache.backend = build_cache(settings.redis_url, settings.cache_max_bytes)
+        gateway.cache.backend = build_cache(
+            settings.redis_url, settings.cache_max_bytes, settings.cache_max_entries
+        )
         gateway.max_embedding_tokens = settings.max_embedding_input_tokens
         platform = cls(settings, store, registry, writer, gateway, document, applied)
         platform.auth = AuthService(store, settings.session_ttl)

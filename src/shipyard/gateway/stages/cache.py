@@ -27,6 +27,9 @@ HIT_ATTR = "shipyard.cache.hit"  # on the root span, only where the route uses a
 SOURCE_ATTR = "shipyard.cache.source_trace"  # on a hit: the trace that produced the answer
 SAVED_USD_ATTR = "shipyard.cache.saved_usd"  # on a hit: what the answer cost when it was made
 SAVED_TOKENS_ATTR = "shipyard.cache.saved_tokens"  # on a hit: its input plus output tokens
+MATCH_ATTR = "shipyard.cache.match"  # on a hit: exact | semantic
+SIMILARITY_ATTR = "shipyard.cache.similarity"  # semantic: of the match, or of a refused candidate
+REFUSED_ATTR = "shipyard.cache.refused"  # semantic miss: why the guard refused a similar candidate
 
 
 @dataclass(slots=True)
@@ -40,6 +43,8 @@ class CachedAnswer:
     chunks: list[StreamChunk] | None = None  # a streamed answer, event by event
     source_trace: str | None = None  # the trace whose answer this is (on a hit)
     saved_usd: float | None = None  # what that answer cost (on a hit: what the hit saved)
+    match: str = "exact"  # how the hit was found: exact | semantic
+    similarity: float | None = None  # semantic: of the two conversations
 
     def usage(self) -> Usage | None:
         """The tokens the answer took when it was made."""
@@ -110,6 +115,9 @@ class CacheSlot:
         if cached is not None:
             trace = req.trace
             trace.target, trace.provider, trace.model = cached.target, cached.provider, cached.model
+            attributes[MATCH_ATTR] = cached.match
+            if cached.similarity is not None:
+                attributes[SIMILARITY_ATTR] = round(cached.similarity, 4)
             if cached.source_trace is not None:
                 attributes[SOURCE_ATTR] = cached.source_trace
             if cached.saved_usd:
