@@ -103,6 +103,7 @@ def test_a_guard_beside_a_stream_is_not_counted_twice() -> None:
 
 def test_the_cache_marks_are_the_cache_stages_own() -> None:
     assert sc.CACHE_HIT == cache_stage.HIT_ATTR
+    assert sc.CACHE_SOURCE_TRACE == cache_stage.SOURCE_ATTR
     assert sc.CACHE_SAVED_USD == cache_stage.SAVED_USD_ATTR
     assert sc.CACHE_SAVED_TOKENS == cache_stage.SAVED_TOKENS_ATTR
 
@@ -427,3 +428,13 @@ def test_the_performance_page_in_chromium(env: Env, browser: Any, tmp_path: Path
         page.goto("/performance?since=2001-01-01&until=2001-01-02")
         page.expect_text("No gateway requests in this time range")
         page.goto("/performance?range=forever", status=400)
+        # A hit's trace page says so and links the trace whose answer it repeated.
+        hit = next(t for t in env.rows() if t["root"].get(sc.CACHE_HIT) is True)
+        page.goto(f"/traces/{hit['trace_id']}")
+        note = page.raw.inner_text("#cache-use")
+        assert "Answered from the response cache" in note and "tokens" in note
+        source = hit["root"][sc.CACHE_SOURCE_TRACE]
+        page.raw.click(f"#cache-use a[href='/traces/{source}']")
+        page.wait_ready()
+        assert source in page.raw.inner_text(".page-head")
+        assert "a miss" in page.raw.inner_text("#cache-use")

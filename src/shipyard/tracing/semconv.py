@@ -48,9 +48,11 @@ KEY_ID = "shipyard.key.id"
 KEY_NAME = "shipyard.key.name"
 # Guard spans (guard/pipeline.py): `input` or `output`.
 GUARD_STAGE = "guard.stage"
-# The response cache's marks on the root span (the same names as gateway/stages/cache.py's
-# HIT_ATTR, SAVED_USD_ATTR and SAVED_TOKENS_ATTR, which tests/test_breakdown.py pins): named here
-# too because the store, which reads them into the performance rollups, sits below the gateway.
+# The response cache's marks on the root span: the same names as gateway/stages/cache.py's
+# HIT_ATTR, SOURCE_ATTR, SAVED_USD_ATTR and SAVED_TOKENS_ATTR (tests/test_breakdown.py pins them),
+# named here too because the store, which reads them into the performance rollups, sits below the
+# gateway.
 CACHE_HIT = "shipyard.cache.hit"
+CACHE_SOURCE_TRACE = "shipyard.cache.source_trace"
 CACHE_SAVED_USD = "shipyard.cache.saved_usd"
 CACHE_SAVED_TOKENS = "shipyard.cache.saved_tokens"

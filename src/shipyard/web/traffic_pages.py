@@ -236,8 +236,26 @@ async def trace_page(request: Request) -> Response:
         "messages": _messages(t.get("input")),
         "attributes": sorted((t.get("attributes") or {}).items()),
         "rendered": rendered_prompt(detail["spans"]),
+        "cache": cache_use(detail["spans"]),
     }
     return render(request, "trace.html", context)
+
+
+def cache_use(spans: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the response cache did for the request (its root span's marks); None on a route
+    without a cache."""
+    root = next((s for s in spans if s.get("parent_id") is None), None)
+    attrs = (root or {}).get("attributes") or {}
+    hit = attrs.get(sc.CACHE_HIT)
+    if not isinstance(hit, bool):
+        return None
+    source = attrs.get(sc.CACHE_SOURCE_TRACE)
+    return {
+        "hit": hit,
+        "source": source if isinstance(source, str) and source else None,
+        "saved_usd": attrs.get(sc.CACHE_SAVED_USD),
+        "saved_tokens": attrs.get(sc.CACHE_SAVED_TOKENS),
+    }
 
 
 def rendered_prompt(spans: list[dict[str, Any]]) -> str | None:
