@@ -20,6 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from shipyard.errors import InvalidRequest
 from shipyard.gateway.stages import cache as cache_stage
 from shipyard.providers.mock import MockOptions
 from shipyard.providers.mock_upstream import MockUpstream
@@ -108,26 +109,29 @@ def test_the_cache_marks_are_the_cache_stages_own() -> None:
     assert sc.CACHE_SAVED_TOKENS == cache_stage.SAVED_TOKENS_ATTR
 
 
-def test_rollups_are_written_with_the_traces(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+def _check_rollups(store: Store) -> None:
     store.migrate()
-    batch = []
-    for i in range(4):
+
+    def made(i: int) -> Trace:
         t, root = _trace()
         t.start, t.end, root.start, root.end = 1000.0 + i, 1001.0 + i, 1000.0 + i, 1001.0 + i
         t.model, t.cost_usd, t.input_tokens, t.output_tokens = "m", 0.5, 10, 20
+        t.prompt, t.prompt_version = ("p", 1 + i % 2) if i < 3 else (None, None)
         t.attributes[sc.KEY_ID] = "k1" if i < 3 else "k2"
         root.attributes[sc.CACHE_HIT] = i == 3
         if i == 3:
             t.cost_usd = None
             root.attributes[sc.CACHE_SAVED_USD] = 0.5
             root.attributes[sc.CACHE_SAVED_TOKENS] = 30
-        batch.append(t)
+        return t
+
+    batch = [made(i) for i in range(4)]
     otlp = Trace("chat", start=1000.0, end=1001.0, route="r", source="otlp")
     otlp.spans.append(Span("x", otlp.trace_id, start=1000.0, end=1001.0))
     insert_traces(store, [*batch, otlp])
+    insert_traces(store, [made(0)])  # added onto the rows already there
     by_key = {r["key_id"]: r for r in perf.groups(store, 900, 1100, "key")}
-    assert by_key["k1"]["requests"] == 3 and by_key["k1"]["cost_usd"] == pytest.approx(1.5)
+    assert by_key["k1"]["requests"] == 4 and by_key["k1"]["cost_usd"] == pytest.approx(2.0)
     assert by_key["k2"]["cache"] == {
         "lookups": 1,
         "hits": 1,
@@ -136,10 +140,34 @@ def test_rollups_are_written_with_the_traces(tmp_path: Path) -> None:
         "saved_tokens": 30,
     }
     total = perf.total(store, 900, 1100)
-    assert total["requests"] == 4  # the OTLP trace is not the gateway's: no components to show
+    assert total["requests"] == 5  # the OTLP trace is not the gateway's: no components to show
     assert total["latency"]["total_ms"] == pytest.approx(1000)
-    assert total["cache"]["hit_ratio"] == pytest.approx(0.25)
-    store.engine.dispose()
+    assert total["cache"]["hit_ratio"] == pytest.approx(0.2)
+    # Groups page in name order; a prompt group is (name, version).
+    prompts = [r["group"] for r in perf.groups(store, 900, 1100, "prompt")]
+    assert prompts == ["", "p@v1", "p@v2"]
+    after = perf.groups(store, 900, 1100, "prompt", limit=1, after=("p", 1))
+    assert [(r["prompt"], r["prompt_version"], r["requests"]) for r in after] == [("p", 2, 1)]
+    assert perf.groups(store, 2000, 3000, "route") == []
+    with pytest.raises(InvalidRequest, match="`by` must be one of route, model, key, prompt"):
+        perf.groups(store, 900, 1100, "colour")
+
+
+def test_rollups_are_written_with_the_traces(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        _check_rollups(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_rollups_on_postgres(pg_url: str) -> None:
+    store = Store(pg_url)
+    try:
+        _check_rollups(store)
+    finally:
+        store.close()
 
 
 # -- end to end --------------------------------------------------------------------------------------
