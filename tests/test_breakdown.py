@@ -177,6 +177,8 @@ TOKENS_PER_S = 50
 OUTPUT_TOKENS = 8
 FAILING_MS = 80  # the failing upstream's wait before its 503
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">bob's & co"
+# What the upstream names its model is user content too: the tables and the chart labels show it.
+MODEL = "good<b>model</b>&co"
 
 
 def config(good: str, bad: str) -> str:
@@ -187,7 +189,7 @@ providers:
 models:
   - name: good-m
     provider: good
-    model: good-model
+    model: '{MODEL}'
     pricing: {{input_per_mtok: 1000, output_per_mtok: 2000}}
   - {{name: bad-m, provider: bad, model: bad-model, pricing: {{input_per_mtok: 500, output_per_mtok: 500}}}}
 prompts:
@@ -316,7 +318,7 @@ def test_the_components_add_up_to_the_measured_latency(env: Env) -> None:
     assert all(by_route[r]["latency"]["guards_ms"] == 0 for r in ("cached", "fallback", "streamed"))
     # Per model: the answering model carries the fallback's time too.
     models = {r["group"]: r for r in _perf(env, by="model")}
-    assert models["good-model"]["requests"] == len(rows)
+    assert models[MODEL]["requests"] == len(rows)
 
 
 def test_costs_per_key_route_and_prompt_match_the_trace_rows(env: Env) -> None:
@@ -368,7 +370,7 @@ def test_the_api_pages_checks_its_input_and_needs_a_viewer(env: Env) -> None:
             ["cached", "fallback", "greeter", "guarded", "streamed"]
         )
         only = api.get("/performance", params={"range": "1h", "by": "model", "route": "fallback"}).json()
-        assert [(r["group"], r["requests"]) for r in only["data"]] == [("good-model", 2)]
+        assert [(r["group"], r["requests"]) for r in only["data"]] == [(MODEL, 2)]
         for params, field in (
             ({"by": "colour"}, "by"),
             ({"since": "last tuesday"}, "since"),
@@ -448,6 +450,12 @@ def test_the_performance_page_in_chromium(env: Env, browser: Any, tmp_path: Path
             "gateway overhead",
         ):
             assert name in legend
+        # The model's name is a chart label as written, not markup (Plotly reads tags in labels).
+        assert MODEL in page.raw.inner_text("#chart-latency-model")
+        assert not page.raw.query_selector_all(
+            "#chart-latency-model svg b, #chart-latency-model svg [style*=bold]"
+        )
+        page.expect_text(MODEL)
         cache = page.raw.inner_text("#cache")
         assert "cached" in cache and "50.0%" in cache
         page.goto("/performance?range=1h&route=streamed")
