@@ -190,6 +190,24 @@ def test_redis_backend_keeps_the_budget_under_a_burst(shipyard_server: Any, redi
         assert flush_prefix(redis_client, prefix) > 0
 
 
+def test_a_busy_redis_pool_makes_requests_wait_not_fail(shipyard_server: Any, redis_client: Any) -> None:
+    """300 requests at once on 2 Redis connections: every request waits its turn for a connection
+    and is answered by its limits (200 or 429), none is refused because the pool was busy (503)."""
+    server = shipyard_server(
+        config("{requests_per_min: 100000, usd_per_day: 0.01}", latency_ms=50),
+        env={"SHIPYARD_REDIS_URL": REDIS_URL, "SHIPYARD_REDIS_MAX_CONNECTIONS": "2"},
+    )
+    prefix = redis_prefix(f"sqlite:///{server.home.resolve() / 'shipyard.db'}")
+    try:
+        responses = asyncio.run(fire(server.url, 300))
+        assert {r.status_code for r in responses} <= {200, 429}, {
+            r.text for r in responses if r.status_code >= 500
+        }
+        check_budget_burst(responses, 0.01)
+    finally:
+        flush_prefix(redis_client, prefix)
+
+
 def test_requests_per_minute_answer_429_with_retry_after(shipyard_server: Any) -> None:
     server = shipyard_server(config("{requests_per_min: 3}"))
     client = server.openai()

@@ -141,6 +141,24 @@ class Settings:
         ),
     ]
 
+    redis_max_connections: Annotated[
+        int,
+        Spec(
+            50,
+            "Connections each Redis client of a gateway worker keeps at most (limits, response cache). "
+            "A request that finds them all busy waits for one (`redis_pool_timeout`) instead of failing.",
+            minimum=1,
+        ),
+    ]
+    redis_pool_timeout: Annotated[
+        float,
+        Spec(
+            10.0,
+            "Seconds a request waits for a free Redis connection before the limits stage gives up (503).",
+            minimum=0.1,
+        ),
+    ]
+
     cache_max_bytes: Annotated[
         int,
         Spec(

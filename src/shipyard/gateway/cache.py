@@ -37,6 +37,7 @@ import orjson
 
 from shipyard.gateway.meaning import meaning
 from shipyard.gateway.semantic import (
+    REDIS_INDEX_PREFIX,
     Candidate,
     Embedder,
     MemoryIndex,
@@ -50,6 +51,7 @@ from shipyard.gateway.semantic import (
 from shipyard.gateway.stages.cache import OPT_OUT_FIELD, REFUSED_ATTR, SIMILARITY_ATTR, CachedAnswer
 from shipyard.gateway.stages.context import Request
 from shipyard.providers.base import Completion, Embeddings, StreamChunk, Usage
+from shipyard.store.redis_pool import POOL_SIZE, POOL_TIMEOUT_S, async_client
 
 log = logging.getLogger("shipyard.gateway")
 
@@ -115,11 +117,15 @@ class MemoryEntries:
 class RedisEntries:
     """Entries in Redis, shared by every gateway worker on the same server; Redis expires them."""
 
-    def __init__(self, url: str, prefix: str = REDIS_PREFIX) -> None:
-        import redis.asyncio as aioredis
-
+    def __init__(
+        self,
+        url: str,
+        prefix: str = REDIS_PREFIX,
+        max_connections: int = POOL_SIZE,
+        pool_timeout: float = POOL_TIMEOUT_S,
+    ) -> None:
         self.prefix = prefix
-        self.client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.client = async_client(url, max_connections, pool_timeout)
 
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(self.prefix + key)
@@ -399,8 +405,17 @@ class RouteCache:
         await self.index.close()
 
 
-def build_cache(redis_url: str | None, max_bytes: int, max_entries: int = 100_000) -> RouteCache:
+def build_cache(
+    redis_url: str | None,
+    max_bytes: int,
+    max_entries: int = 100_000,
+    max_connections: int = POOL_SIZE,
+    pool_timeout: float = POOL_TIMEOUT_S,
+) -> RouteCache:
     """The cache the server plugs in: Redis when the server counts limits there too, else memory."""
     if redis_url:
-        return RouteCache(RedisEntries(redis_url), RedisIndex(redis_url))
+        return RouteCache(
+            RedisEntries(redis_url, REDIS_PREFIX, max_connections, pool_timeout),
+            RedisIndex(redis_url, REDIS_INDEX_PREFIX, max_connections, pool_timeout),
+        )
     return RouteCache(MemoryEntries(max_entries, max_bytes), MemoryIndex(max_entries))

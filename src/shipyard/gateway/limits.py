@@ -39,6 +39,7 @@ import orjson
 
 from shipyard.config.schema import LimitsConfig
 from shipyard.errors import ConfigError, RateLimited, ShipyardError
+from shipyard.store.redis_pool import POOL_SIZE, POOL_TIMEOUT_S, async_client
 from shipyard.store.usage import UsageKey, UsageRow, add_usage, load_usage
 
 if TYPE_CHECKING:
@@ -663,17 +664,20 @@ class RedisLimiter(Limiter):
 
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(
+        self, url: str, prefix: str, max_connections: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT_S
+    ) -> None:
         super().__init__()
         try:
-            import redis.asyncio as aioredis
+            import redis.asyncio  # noqa: F401
         except ImportError:
             raise ConfigError(
                 "setting `redis_url` needs the Redis client: pip install 'shipyard-llmops[redis]'"
             ) from None
         self.url = url
         self.prefix = prefix
-        self.client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        # A bounded pool where a busy moment waits for a connection instead of failing requests.
+        self.client = async_client(url, max_connections, pool_timeout)
         self._admit = self.client.register_script(_ADMIT)
         self._settle = self.client.register_script(_SETTLE)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -807,7 +811,12 @@ class RedisLimiter(Limiter):
 def build_limiter(settings: Settings, store: Store) -> Limiter:
     """Redis when ``redis_url`` is set (many workers), else counters in this process."""
     if settings.redis_url:
-        limiter = RedisLimiter(settings.redis_url, redis_prefix(store.url))
+        limiter = RedisLimiter(
+            settings.redis_url,
+            redis_prefix(store.url),
+            settings.redis_max_connections,
+            settings.redis_pool_timeout,
+        )
         limiter.check()
         return limiter
     return LocalLimiter(store)

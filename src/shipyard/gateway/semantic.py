@@ -36,6 +36,7 @@ import orjson
 
 from shipyard.gateway.meaning import Meaning, conflict
 from shipyard.gateway.stages.context import Request
+from shipyard.store.redis_pool import POOL_SIZE, POOL_TIMEOUT_S, async_client
 
 DIM = 256  # WordLlama's shipped width
 INLINE_CHARS = 4000  # shorter conversations are embedded on the event loop (tens of microseconds)
@@ -227,11 +228,15 @@ def _unpack(key: str, raw: bytes) -> Candidate | None:
 class RedisIndex:
     """Candidates in Redis (one hash per partition), shared by every gateway worker on it."""
 
-    def __init__(self, url: str, prefix: str = REDIS_INDEX_PREFIX) -> None:
-        import redis.asyncio as aioredis
-
+    def __init__(
+        self,
+        url: str,
+        prefix: str = REDIS_INDEX_PREFIX,
+        max_connections: int = POOL_SIZE,
+        pool_timeout: float = POOL_TIMEOUT_S,
+    ) -> None:
         self.prefix = prefix
-        self.client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.client = async_client(url, max_connections, pool_timeout)
 
     async def candidates(self, partition: str) -> list[Candidate]:
         found = await self.client.hgetall(self.prefix + partition)

@@ -93,7 +93,11 @@ class Platform:
         gateway.durable = settings.trace_durability == "acknowledged"
         gateway.limiter = build_limiter(settings, store)
         gateway.cache.backend = build_cache(
-            settings.redis_url, settings.cache_max_bytes, settings.cache_max_entries
+            settings.redis_url,
+            settings.cache_max_bytes,
+            settings.cache_max_entries,
+            settings.redis_max_connections,
+            settings.redis_pool_timeout,
         )
         gateway.max_embedding_tokens = settings.max_embedding_input_tokens
         platform = cls(settings, store, registry, writer, gateway, document, applied)
