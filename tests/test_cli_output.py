@@ -367,6 +367,7 @@ def test_read_commands_never_create_a_store(tmp_path: Path) -> None:
     empty.mkdir()
     commands = [
         ("traces", "list"),
+        ("traces", "stats"),
         ("runs", "list"),
         ("datasets", "list"),
         ("prompts", "list"),
