@@ -20,6 +20,7 @@ from shipyard.cli import (
     guard,
     keys,
     mock_cmd,
+    plan,
     redteam,
     registry_cmd,
     runs,
@@ -93,6 +94,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.command("redteam")(redteam.redteam)
 app.add_typer(bench.app, name="bench")
+app.command("plan")(plan.plan)
 
 
 def main() -> None:
