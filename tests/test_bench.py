@@ -256,3 +256,27 @@ def test_bad_options_exit_2_naming_the_option(args: list[str], message: str, tmp
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_a_registry_dataset_is_the_workload(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(
+        "\n".join(json.dumps({"input": [{"role": "user", "content": f"question {i}"}]}) for i in range(3))
+        + "\n"
+    )
+    runner = CliRunner()
+    imported = runner.invoke(app, ["datasets", "import", "qs", str(cases), "--home", str(tmp_path / "h")])
+    assert imported.exit_code == 0, imported.output
+    mock = MockUpstream(MockOptions(keep_received=100))
+    with ThreadServer(mock) as upstream:
+        result = runner.invoke(
+            app,
+            ["bench", "run", "--url", upstream.url, "--model", "m", "--dataset", "qs@v1", "--max-tokens", "5",
+             "--requests", "6", "--home", str(tmp_path / "h"), "--json"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sent = [b["messages"][0]["content"] for b in mock.provider.received]
+    assert sorted(sent) == sorted([f"question {i}" for i in range(3)] * 2)  # cycled through the examples
+    assert {b["max_tokens"] for b in mock.provider.received} == {5}
+    listed = runner.invoke(app, ["runs", "list", "--home", str(tmp_path / "h"), "--json"])
+    assert listed.exit_code == 0 and "bench m" in listed.output

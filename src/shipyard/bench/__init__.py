@@ -38,7 +38,15 @@ from shipyard.bench.service import (
     result_metrics,
     run,
 )
-from shipyard.bench.workload import Item, Workload, from_examples, from_jsonl, from_traces, parse_synthetic
+from shipyard.bench.workload import (
+    Item,
+    Workload,
+    from_dataset,
+    from_examples,
+    from_jsonl,
+    from_traces,
+    parse_synthetic,
+)
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -59,6 +67,7 @@ __all__ = [
     "find_knee",
     "finish_run",
     "flat_metrics",
+    "from_dataset",
     "from_examples",
     "from_jsonl",
     "from_traces",

@@ -19,8 +19,11 @@ from typing import Any
 import orjson
 
 from shipyard.bench.errors import BenchError
+from shipyard.registry.datasets import get_examples
+from shipyard.store.db import Store
 
 MAX_ITEMS = 100_000  # requests a workload may hold (one per example, trace or synthetic prompt)
+_PAGE = 500  # examples read from the store at a time
 
 # Words of synthetic prompts: common English, so a tokenizer sees about one token per word.
 _VOCABULARY = (
@@ -143,6 +146,19 @@ def from_examples(ref: str, version: int, inputs: Sequence[Any], max_tokens: int
     if not items:
         raise BenchError(f"--dataset: `{ref}` has no examples", param="dataset")
     return Workload(items, {"kind": "dataset", "dataset": ref, "version": version, "examples": len(items)})
+
+
+def from_dataset(store: Store, ref: str, max_tokens: int | None) -> Workload:
+    """A registry dataset version (``name``, ``name@v3``), read page by page, at most MAX_ITEMS."""
+    first = get_examples(store, ref, 0, _PAGE)
+    inputs = [e.input for e in first.examples]
+    ref = first.version.ref  # pinned: later pages come from the same version
+    while len(inputs) < min(first.total, MAX_ITEMS):
+        page = get_examples(store, ref, len(inputs), _PAGE)
+        if not page.examples:
+            break
+        inputs += [e.input for e in page.examples]
+    return from_examples(ref, first.version.version, inputs[:MAX_ITEMS], max_tokens)
 
 
 def from_traces(

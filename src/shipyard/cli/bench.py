@@ -108,16 +108,11 @@ def _workload(
         path = Path(dataset)
         if path.suffix in (".jsonl", ".json") or path.is_file():
             return bench.from_jsonl(path, max_tokens)
-        from shipyard.registry.datasets import get_examples
-
         store = open_store(settings)
         try:
-            page = get_examples(store, dataset, 0, bench.workload.MAX_ITEMS)
+            return bench.from_dataset(store, dataset, max_tokens)
         finally:
             store.close()
-        return bench.from_examples(
-            page.version.ref, page.version.version, [e.input for e in page.examples], max_tokens
-        )
     from shipyard.store.datasets import TraceSelection, select_traces
     from shipyard.store.traces import get_trace
     from shipyard.times import parse_time
