@@ -148,6 +148,9 @@ def _check_rollups(store: Store) -> None:
     assert prompts == ["", "p@v1", "p@v2"]
     after = perf.groups(store, 900, 1100, "prompt", limit=1, after=("p", 1))
     assert [(r["prompt"], r["prompt_version"], r["requests"]) for r in after] == [("p", 2, 1)]
+    # The dashboard's tables: the groups with the most cost (or requests), not the first by name.
+    assert [r["key_id"] for r in perf.groups(store, 900, 1100, "key", top="cost_usd")] == ["k1", "k2"]
+    assert [r["group"] for r in perf.groups(store, 900, 1100, "prompt", limit=1, top="requests")] == ["p@v1"]
     assert perf.groups(store, 2000, 3000, "route") == []
     with pytest.raises(InvalidRequest, match="`by` must be one of route, model, key, prompt"):
         perf.groups(store, 900, 1100, "colour")

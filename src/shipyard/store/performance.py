@@ -327,9 +327,11 @@ def groups(
     model: str | None = None,
     limit: int = 100,
     after: Sequence[Any] | None = None,
+    top: str | None = None,
 ) -> list[dict[str, Any]]:
     """The figures per group (``by``: route, model, key or prompt), in the group's order, up to
-    ``limit``, starting after the group ``after`` (its column values, as ``position`` gives them)."""
+    ``limit``, starting after the group ``after`` (its column values, as ``position`` gives them);
+    with ``top`` (``cost_usd`` or ``requests``), the ``limit`` groups with the most of it."""
     columns = check_group(by)
     cols = [perf_rollups.c[name] for name in columns]
     q = sa.select(*cols, *(sa.func.sum(perf_rollups.c[s]) for s in SUM_COLUMNS)).where(
@@ -337,7 +339,14 @@ def groups(
     )
     if after is not None:
         q = q.where(sa.tuple_(*cols) > sa.tuple_(*after)) if len(cols) > 1 else q.where(cols[0] > after[0])
-    q = q.group_by(*cols).order_by(*cols).limit(limit)
+    q = q.group_by(*cols)
+    if top is not None:
+        if top not in ("cost_usd", "requests"):
+            raise ValueError(f"cannot rank groups by `{top}`; use cost_usd or requests")
+        q = q.order_by(sa.func.sum(perf_rollups.c[top]).desc(), *cols)
+    else:
+        q = q.order_by(*cols)
+    q = q.limit(limit)
     with store.engine.connect() as conn:
         raw = [(tuple(r[: len(cols)]), r[len(cols) :]) for r in conn.execute(q)]
     names = _key_names(store, (str(g[0]) for g, _ in raw)) if by == "key" else {}
@@ -378,10 +387,15 @@ def report(
     *,
     route: str | None = None,
     model: str | None = None,
-    limit: int = MAX_GROUPS,
+    limit: int = 100,
 ) -> dict[str, Any]:
-    """What the dashboard's Performance page shows: the totals and every grouping."""
+    """What the dashboard's Performance page shows: the totals, the busiest routes and models,
+    and the API keys and prompt versions that cost the most (``limit`` of each)."""
+    ranks = {"route": "requests", "model": "requests", "key": "cost_usd", "prompt": "cost_usd"}
     return {
         "total": total(store, since, until, route=route, model=model),
-        **{by: groups(store, since, until, by, route=route, model=model, limit=limit) for by in GROUPS},
+        **{
+            by: groups(store, since, until, by, route=route, model=model, limit=limit, top=top)
+            for by, top in ranks.items()
+        },
     }

@@ -19,8 +19,11 @@ from shipyard.store import traffic
 from shipyard.times import RANGES, TimeWindow
 from shipyard.web.common import blocking, render, store_of
 
-# Most bars per chart: the busiest groups (the tables below list every one).
+# Most bars per chart: the busiest groups.
 MAX_BARS = 15
+# Most rows per table: the busiest routes and models, the keys and prompt versions that cost the
+# most (`GET /api/performance` and `shipyard traces stats` page through all of them).
+MAX_ROWS = 100
 COMPONENT_LABELS = {
     "queue": "queue",
     "guards": "guards",
@@ -73,7 +76,7 @@ async def performance_page(request: Request) -> Response:
     store = store_of(request)
 
     def load() -> tuple[dict[str, Any], dict[str, list[str]]]:
-        data = perf.report(store, window.since, window.until, route=route, model=model)
+        data = perf.report(store, window.since, window.until, route=route, model=model, limit=MAX_ROWS)
         return data, traffic.filter_options(store, window)
 
     data, options = await blocking(load)
@@ -87,6 +90,7 @@ async def performance_page(request: Request) -> Response:
         "t": data["total"],
         "options": options,
         "filters": {"route": route, "model": model},
+        "max_rows": MAX_ROWS,
         "components": [(c, COMPONENT_LABELS[c]) for c in perf.COMPONENTS],
         "per_route": data["route"],
         "per_model": data["model"],
