@@ -141,6 +141,26 @@ class Settings:
         ),
     ]
 
+    workers: Annotated[
+        int,
+        Spec(
+            1,
+            "Gateway worker processes `shipyard up` runs on its one port (`--workers`). More than one needs "
+            "`redis_url` (limits, budgets and the response cache are shared there); alerts and drift checks "
+            "run in one worker at a time (a lease in the store).",
+            minimum=1,
+        ),
+    ]
+    lease_ttl: Annotated[
+        float,
+        Spec(
+            10.0,
+            "Seconds a worker's lease on the once-only background jobs (alert evaluation, drift checks) "
+            "lasts; renewed every third of it. Another worker takes the jobs over within this time when "
+            "the holder dies.",
+            minimum=1.0,
+        ),
+    ]
     redis_max_connections: Annotated[
         int,
         Spec(

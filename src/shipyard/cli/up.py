@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -48,6 +49,16 @@ def up(
         help="debug, info, warning or error. Env: SHIPYARD_LOG_LEVEL. Default: info",
         show_default=False,
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        help="Gateway worker processes on the one port (Env: SHIPYARD_WORKERS; default 1). More than one "
+        "needs `redis_url` (Redis), where limits, budgets and the response cache are shared.",
+        show_default=False,
+    ),
+    worker_fd: int = typer.Option(None, "--worker-fd", hidden=True),
+    worker_index: int = typer.Option(None, "--worker-index", hidden=True),
     join: bool = typer.Option(
         False,
         "--join",
@@ -67,8 +78,20 @@ def up(
     """
     from shipyard.store import serving
 
-    settings, doc = resolve(home=home, config=config, host=host, port=port, log_level=log_level)
+    settings, doc = resolve(
+        home=home, config=config, host=host, port=port, log_level=log_level, workers=workers
+    )
     base = f"http://{settings.host}:{settings.port}"
+    if worker_fd is not None:  # one worker of `--workers N`: its supervisor bound and prepared
+        _serve(settings, doc, socket.socket(fileno=worker_fd), base, worker=worker_index or 0)
+        return
+    if settings.workers > 1 and not settings.redis_url:
+        err_console.print(
+            f"[red]error:[/red] --workers {settings.workers} needs Redis: rate limits, budgets and the "
+            "response cache must be shared by the workers, or each would count and spend on its own. Set "
+            "`redis_url` (SHIPYARD_REDIS_URL=redis://host:6379/0), or run one worker."
+        )
+        raise typer.Exit(2)
     # Nothing may change before this server can really serve: the port first, then the store.
     sock = _bind(settings.host, settings.port)
     lock: serving.ServingLock | None = None
@@ -84,10 +107,40 @@ def up(
             )
             raise typer.Exit(3) from None
     try:
-        _serve(settings, doc, sock, base)
+        if settings.workers > 1:
+            status = _supervise(settings, doc, sock, base)
+            if status:
+                raise typer.Exit(status)
+        else:
+            _serve(settings, doc, sock, base)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _supervise(settings: Settings, doc: Document | None, sock: socket.socket, base: str) -> int:
+    """Prepare the store once, then run and watch the workers (cli/supervise.py)."""
+    from shipyard.cli.supervise import supervise
+    from shipyard.server.platform import prepare
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    applied, admin_secret = prepare(settings, doc, cli_actor(settings))
+    console.print(f"[bold]Shipyard {__version__}[/bold] — LLMOps platform, {settings.workers} workers")
+    if applied is not None:
+        console.print(f"  config   {applied.source}: {applied.summary()}")
+    console.print(f"  store    {settings.store_url}")
+    console.print(f"  gateway  {base}/v1  (OpenAI-compatible)")
+    console.print(f"  health   {base}/healthz   ready: {base}/readyz (per worker)")
+    if admin_secret is not None:
+        console.print(
+            "\n[bold yellow]First start: created an admin API key.[/bold yellow] It is shown only now "
+            "(the store keeps a hash); save it:\n"
+        )
+        console.print(f"  {admin_secret}\n", highlight=False, markup=False)
+    sock.set_inheritable(True)
+    return supervise(settings, sock.fileno(), settings.workers)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -119,8 +172,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: str) -> None:
-    import uvicorn
+def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: str, worker: int = 0) -> None:
+    """Serve on ``sock`` in this process. ``worker``: its number under a supervisor (0: alone)."""
 
     from shipyard.server import create_app
     from shipyard.server.platform import Platform
@@ -129,9 +182,18 @@ def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    platform = Platform.build(settings, doc, actor=cli_actor(settings), bootstrap_keys=True)
-    platform.on_started.append(lambda runtime: _report_start(runtime, base))
+    platform = Platform.build(
+        settings, doc, actor=cli_actor(settings), bootstrap_keys=not worker, apply_document=not worker
+    )
+    platform.worker = worker
+    if worker:
+        platform.on_started.append(lambda runtime: _report_worker(runtime, worker))
+    else:
+        platform.on_started.append(lambda runtime: _report_start(runtime, base))
     app = create_app(platform, background_start=True)
+    if worker:
+        _run(settings, app, sock)
+        return
     runtime = platform.runtime
     first_route = next((r for r in runtime.routes.values() if r.kind == "chat"), None)
     console.print(f"[bold]Shipyard {__version__}[/bold] — LLMOps platform")
@@ -163,6 +225,13 @@ def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: 
         key = platform.admin_secret or "sk-shp-…"
         console.print(client_example(base, first_route.name, key), highlight=False, markup=False)
         console.print()
+    console.print("  starting providers… (/readyz answers 503 until they are ready)")
+    _run(settings, app, sock)
+
+
+def _run(settings: Settings, app: Any, sock: socket.socket) -> None:
+    import uvicorn
+
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -181,10 +250,16 @@ def _serve(settings: Settings, doc: Document | None, sock: socket.socket, base: 
     sys.setswitchinterval(0.0005)
     # After uvicorn.Config, which set up its own loggers: every handler masks resolved secrets.
     redact.install_log_filter("uvicorn", "uvicorn.error", "uvicorn.access")
-    console.print("  starting providers… (/readyz answers 503 until they are ready)")
     server.run(sockets=[sock])
     if not server.started:
         raise typer.Exit(1)
+
+
+def _report_worker(runtime: Any, index: int) -> None:
+    failed = {n: h.detail for n, h in runtime.readiness().items() if not h.ok}
+    for name, detail in failed.items():
+        err_console.print(f"[red]error:[/red] worker {index}: provider `{name}`: {detail}", highlight=False)
+    console.print(f"  worker {index} (pid {os.getpid()}) ready", highlight=False)
 
 
 def _report_start(runtime: Any, base: str) -> None:

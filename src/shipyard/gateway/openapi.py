@@ -625,6 +625,12 @@ def _paths() -> dict[str, Any]:
                                 "status": {"const": "ok"},
                                 "version": {"type": "string"},
                                 "uptime_s": {"type": "number", "minimum": 0},
+                                "worker": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "Which worker of `shipyard up --workers N` answered "
+                                    "(1..N); 0 for a single process.",
+                                },
                             },
                         },
                         "Alive.",

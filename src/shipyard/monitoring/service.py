@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,10 @@ from shipyard.monitoring.drift import DriftConfig, InsufficientSamples, run_conf
 from shipyard.monitoring.online import OnlineEvaluator
 from shipyard.settings import Settings
 from shipyard.store import alerts as alerts_q
+from shipyard.store import leases
 from shipyard.store.db import Store
+
+LEASE = "monitoring"  # the lease of alert evaluation and scheduled drift checks
 
 log = logging.getLogger("shipyard.monitoring")
 
@@ -85,6 +91,11 @@ class MonitoringService:
         self._kick: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self.started = False
+        # Alert evaluation and drift checks run once across workers: in the one holding the lease.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease: leases.Lease | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._jobs_running = False
 
     def check_routes(self, routes: set[str]) -> list[str]:
         """Warnings for references to routes the gateway does not serve (they may be added later
@@ -115,17 +126,14 @@ class MonitoringService:
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
         if self.online is not None:
-            self.online.start(loop)
+            self.online.start(loop)  # per worker: each scores the traces it served
         if self.config.alerts:
-            await asyncio.to_thread(self.engine.recover)
             self.notifier = Notifier()
             self._deliveries = asyncio.Queue()
             self._delivery_task = asyncio.create_task(self._deliver_loop(), name="shipyard-alert-delivery")
-            self._alert_task = asyncio.create_task(self._alert_loop(), name="shipyard-alerts")
-        for status in self.drift:
-            self._tasks.append(
-                asyncio.create_task(self._drift_loop(status), name=f"shipyard-drift-{status.config.route}")
-            )
+        if self.config.alerts or self.config.drift:
+            await self._hold_lease()  # usually taken at once: the loops start before serving
+            self._lease_task = asyncio.create_task(self._lease_loop(), name="shipyard-monitoring-lease")
         if self.config.online_evals or self.config.alerts or self.config.drift:
             log.info(
                 "monitoring: %d online eval(s), %d drift check(s), %d alert rule(s) (every %gs)",
@@ -135,21 +143,67 @@ class MonitoringService:
                 self.settings.alert_interval,
             )
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop the loops; score what online evals already queued and send pending notifications,
-        each for at most ``grace`` seconds."""
-        if not self.started:
-            return
-        self.started = False
+    async def _hold_lease(self) -> None:
+        """Take or renew the monitoring lease; start the jobs on taking it, stop them on losing it."""
+        try:
+            lease = await asyncio.to_thread(
+                leases.acquire, self.store, LEASE, self.holder, self.settings.lease_ttl
+            )
+        except Exception:
+            log.exception("could not take or renew the monitoring lease; will retry")
+            lease = None
+        if lease is not None and not self._jobs_running:
+            if self.lease is None or self.lease.token != lease.token:
+                log.info(
+                    "monitoring lease taken (token %d): this worker runs alerts and drift checks", lease.token
+                )
+            self.lease = lease
+            await self._start_jobs()
+        elif lease is None and self._jobs_running:
+            log.warning("monitoring lease lost: alerts and drift checks stop in this worker")
+            self.lease = None
+            await self._stop_jobs(grace=1.0)
+        else:
+            self.lease = lease
+
+    async def _lease_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            await self._hold_lease()
+
+    async def _fenced(self) -> bool:
+        """Whether this worker's lease is still the current one: checked before each job acts."""
+        lease = self.lease
+        if lease is None:
+            return False
+        try:
+            return await asyncio.to_thread(leases.holds, self.store, lease)
+        except Exception:
+            log.exception("could not check the monitoring lease; skipping this run")
+            return False
+
+    async def _start_jobs(self) -> None:
+        self._jobs_running = True
+        if self.config.alerts:
+            await asyncio.to_thread(self.engine.recover)  # a takeover continues open episodes
+            self._alert_task = asyncio.create_task(self._alert_loop(), name="shipyard-alerts")
+        for status in self.drift:
+            self._tasks.append(
+                asyncio.create_task(self._drift_loop(status), name=f"shipyard-drift-{status.config.route}")
+            )
+
+    async def _stop_jobs(self, grace: float) -> None:
+        self._jobs_running = False
         if self._alert_task is not None:
             # Not cancelled mid-evaluation: an episode it opens must also get its notification.
             assert self._kick is not None
-            self._closing = True
+            closing, self._closing = self._closing, True
             self._kick.set()
             try:
                 await asyncio.wait_for(self._alert_task, grace)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+            self._closing = closing
             self._alert_task = None
         for task in self._tasks:
             task.cancel()
@@ -157,6 +211,25 @@ class MonitoringService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop the loops; score what online evals already queued and send pending notifications,
+        each for at most ``grace`` seconds."""
+        if not self.started:
+            return
+        self.started = False
+        self._closing = True
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        if self._jobs_running:
+            await self._stop_jobs(grace)
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(leases.release, self.store, self.lease)  # no wait for expiry
+            self.lease = None
         if self.online is not None:
             await self.online.stop(grace)
         if self._delivery_task is not None and self._deliveries is not None:
@@ -188,7 +261,8 @@ class MonitoringService:
         interval = self.settings.alert_interval
         while not self._closing:
             try:
-                await self.evaluate()
+                if await self._fenced():
+                    await self.evaluate()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -219,7 +293,8 @@ class MonitoringService:
     async def _drift_loop(self, status: DriftCheckStatus) -> None:
         cfg = status.config
         while True:
-            await self.run_drift_check(status)
+            if await self._fenced():
+                await self.run_drift_check(status)
             status.next_run = time.time() + cfg.interval_s
             await asyncio.sleep(cfg.interval_s)
 

@@ -48,7 +48,12 @@ def create_app(platform: Platform, background_start: bool = False) -> FastPath:
 
     async def healthz(request: Request) -> Response:
         return _json(
-            {"status": "ok", "version": __version__, "uptime_s": round(time.time() - platform.started_at, 1)}
+            {
+                "status": "ok",
+                "version": __version__,
+                "uptime_s": round(time.time() - platform.started_at, 1),
+                "worker": platform.worker,  # which of `--workers N` answered (0: a single process)
+            }
         )
 
     async def readyz(request: Request) -> Response:

@@ -31,6 +31,30 @@ from shipyard.tracing.writer import TraceWriter
 log = logging.getLogger("shipyard.gateway")
 
 
+def apply_config(registry: Registry, document: Document | None, actor: str) -> Plan | None:
+    """Apply ``document`` (or, on an empty registry, the built-in default) to the registry."""
+    if document is not None:
+        return apply(registry, document, actor=actor)
+    if registry.snapshot().is_empty():
+        return apply(registry, default_document(), actor=actor)
+    return None
+
+
+def prepare(settings: Settings, document: Document | None, actor: str) -> tuple[Plan | None, str | None]:
+    """What `shipyard up --workers N` does once, before its workers start: migrate the store, apply
+    the config, make sure an admin key exists. Returns the applied plan and a new admin key's
+    secret (to print once)."""
+    set_render_limits(RenderLimits(settings.prompt_render_timeout, settings.prompt_render_max_chars))
+    store = Store.for_settings(settings)
+    try:
+        store.migrate()
+        applied = apply_config(Registry(store), document, actor)
+        secret = AuthService(store, settings.session_ttl).bootstrap(settings.admin_key)
+        return applied, secret
+    finally:
+        store.close()
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -48,6 +72,7 @@ class Platform:
     monitoring: MonitoringService | None = None  # online evals, drift checks, alert rules
     auth: AuthService = field(init=False)  # API keys and dashboard sessions
     admin_secret: str | None = None  # an admin key created at this start, to print once
+    worker: int = 0  # this process's number under `shipyard up --workers N` (0: a single process)
     # Called once the providers of the first runtime have started (or failed to): `shipyard up`
     # says "ready" then, not before each local model has answered its self-test.
     on_started: list[Callable[[Runtime], None]] = field(default_factory=list)
@@ -64,22 +89,20 @@ class Platform:
         document: Document | None = None,
         actor: str = "shipyard up",
         bootstrap_keys: bool = False,
+        apply_document: bool = True,
     ) -> Platform:
         """Open the store, apply ``document`` (or, on an empty registry, the built-in default) and
         build the runtime. Blocking; raises ConfigError before anything is served.
         ``bootstrap_keys``: the server (`shipyard up`) makes sure an admin key exists (the first
         one is created here and printed by the caller); in-process users (chat, red-team) do not,
-        so that a key nobody saw is never the store's first."""
+        so that a key nobody saw is never the store's first. ``apply_document=False``: a worker of
+        `shipyard up --workers N`, whose supervisor applied the config once already."""
         # Before the config is applied: `apply` renders new templates to check them.
         set_render_limits(RenderLimits(settings.prompt_render_timeout, settings.prompt_render_max_chars))
         store = Store.for_settings(settings)
         store.migrate()
         registry = Registry(store)
-        applied = None
-        if document is not None:
-            applied = apply(registry, document, actor=actor)
-        elif registry.snapshot().is_empty():
-            applied = apply(registry, default_document(), actor=actor)
+        applied = apply_config(registry, document, actor) if apply_document else None
         runtime = build_runtime(registry, settings.default_timeout)
         writer = TraceWriter(
             store,

@@ -434,3 +434,15 @@ ended_sessions = sa.Table(
     sa.Column("ended_at", sa.Float, nullable=False),
 )
 sa.Index("ix_ended_sessions_ended", ended_sessions.c.ended_at)
+
+
+# Background jobs that must run once across gateway workers (store/leases.py): the holder of each,
+# until when, and the fencing token that every takeover increments.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
