@@ -15,6 +15,7 @@ from shipyard.cli import (
     chat,
     config_cmd,
     datasets,
+    deploy,
     drift,
     evals,
     guard,
@@ -94,6 +95,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.command("redteam")(redteam.redteam)
 app.add_typer(bench.app, name="bench")
+app.add_typer(deploy.app, name="deploy")
 app.command("plan")(plan.plan)
 
 
