@@ -39,9 +39,11 @@ HOURS_PER_MONTH = 730
 # (optimistic, expected, pessimistic)
 GPU_BANDWIDTH_EFFICIENCY = (0.9, 0.8, 0.6)
 GPU_MFU = (0.6, 0.45, 0.3)
-# CPU: the efficiencies apply to the measured streaming bandwidth and float32 GEMM rate.
-CPU_BANDWIDTH_EFFICIENCY = (1.0, 1.0, 0.8)
-CPU_MFU = (1.0, 1.0, 0.8)
+# CPU decode: expected = memory time + compute time (the cores that load also multiply);
+# optimistic = the larger of the two (perfect overlap); pessimistic = expected / 0.8.
+CPU_SLOW = 0.8
+# CPU prefill (llama.cpp's quantized GEMM) against the measured float32 GEMM rate.
+CPU_PREFILL_MFU = (1.0, 0.5, 0.3)
 RANGE = ("fast", "mid", "slow")
 
 
@@ -291,6 +293,7 @@ class DevicePlan:
         }
         if d.measured:
             out["measured"] = d.measured
+            out["matvec_weights_per_s"] = d.matvec_weights_per_s
         if not self.fits:
             return out
         out.update(
@@ -338,12 +341,11 @@ def _timing(
     bw = dev.bandwidth_gbs * 1e9 * tp
     peak = dev.bf16_tflops * 1e12 * tp
     if dev.kind == "cpu":
-        times = tuple(
-            bytes_ / (bw * e) + flops / (peak * f)
-            for e, f in zip(CPU_BANDWIDTH_EFFICIENCY, CPU_MFU, strict=True)
-        )
-        fast = max(bytes_ / bw, flops / peak)  # perfect overlap: the optimistic end
-        return (fast, times[1], times[2]), bytes_, flops
+        # Multiply-adds (FLOPs / 2) at the cores' quantized matrix-vector rate.
+        rate = dev.matvec_weights_per_s or peak / 2
+        mem, comp = bytes_ / bw, flops / 2 / rate
+        fast = max(mem, comp)  # perfect overlap: the optimistic end
+        return (fast, mem + comp, (mem + comp) / CPU_SLOW), bytes_, flops
     t = tuple(
         max(bytes_ / (bw * e), flops / (peak * f))
         for e, f in zip(GPU_BANDWIDTH_EFFICIENCY, GPU_MFU, strict=True)
@@ -354,9 +356,7 @@ def _timing(
 def _prefill(m: ModelFacts, dev: Device, tp: int, tokens: int) -> tuple[float, float, float]:
     flops = prefill_flops(m.arch, tokens)
     peak = dev.bf16_tflops * 1e12 * tp
-    mfu = CPU_MFU if dev.kind == "cpu" else GPU_MFU
-    if dev.kind == "cpu":
-        mfu = (1.0, 0.5, 0.3)  # llama.cpp's quantized GEMM against numpy's float32 GEMM
+    mfu = CPU_PREFILL_MFU if dev.kind == "cpu" else GPU_MFU
     return (flops / (peak * mfu[0]), flops / (peak * mfu[1]), flops / (peak * mfu[2]))
 
 
@@ -461,8 +461,14 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
         )
     )
     if dev.kind == "cpu":
-        formula = "bytes read / bandwidth + FLOPs / GEMM rate (the same cores load and multiply)"
-        plugged1 = f"{bytes1 / 1e6:,.1f} MB / {bw:g} GB/s + {flops1 / 1e9:.3g} GFLOP / {peak * 1000:.4g} GFLOP/s = {step1[1] * 1000:.2f} ms"
+        rate = dev.matvec_weights_per_s or peak * 1e12 / 2
+        formula = (
+            "bytes read / bandwidth + multiply-adds / matrix-vector rate (the same cores load and multiply)"
+        )
+        plugged1 = (
+            f"{bytes1 / 1e6:,.1f} MB / {bw:g} GB/s + {flops1 / 2e9:.3g} G / {rate / 1e9:.3g} G/s = "
+            f"{step1[1] * 1000:.2f} ms"
+        )
     else:
         formula = "max(bytes read / (bandwidth × eff), FLOPs / (peak × MFU))"
         plugged1 = (
@@ -489,7 +495,7 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
         )
     )
     pf = prefill_flops(a, w.input_tokens)
-    mfu_mid = 0.5 if dev.kind == "cpu" else GPU_MFU[1]
+    mfu_mid = CPU_PREFILL_MFU[1] if dev.kind == "cpu" else GPU_MFU[1]
     s.append(
         Step(
             f"prefill of {w.input_tokens:,} tokens",

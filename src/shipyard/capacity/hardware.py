@@ -29,8 +29,10 @@ class Device:
     spec_source: str
     price_source: str = ""
     kind: str = "gpu"
-    # Only for the CPU: how its figures were obtained.
+    # Only for the CPU: how its figures were obtained, and the rate its cores multiply quantized
+    # weights by activations in a matrix-vector product (weights per second, all cores).
     measured: str = ""
+    matvec_weights_per_s: float | None = None
 
 
 GPUS: dict[str, Device] = {
@@ -177,6 +179,27 @@ def measure_gflops(seconds: float = 0.3) -> float:
     return best
 
 
+# llama.cpp's CPU dot products of quantized weights with 8-bit-quantized activations (Q8_0, Q4_K…:
+# unpack a 32-weight block, multiply-add as int8, scale as float) take about a dozen AVX2/AVX-512
+# instructions per 32-weight block; at about three vector instructions a cycle that is about 8
+# weights a cycle per core. An estimate from the kernels' instruction counts, not a measurement.
+MATVEC_WEIGHTS_PER_CYCLE = 8
+
+
+def cpu_ghz() -> float:
+    """The cores' clock as the OS reports it (``cpu MHz`` in /proc/cpuinfo: often the base clock in
+    a VM), in GHz; 2.5 when the OS does not say."""
+    best = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    best = max(best, float(line.split(":", 1)[1]))
+    except (OSError, ValueError):
+        pass
+    return best / 1000 if best else 2.5
+
+
 def this_cpu(bandwidth_gbs: float | None = None, gflops: float | None = None) -> Device:
     """This machine's CPU: usable cores and physical memory read from the OS; memory bandwidth
     and float32 throughput measured now (a second or less) unless given. Estimates: another load on
@@ -193,6 +216,8 @@ def this_cpu(bandwidth_gbs: float | None = None, gflops: float | None = None) ->
     else:
         how.append("GFLOP/s given (--cpu-gflops)")
     cores = usable_cpus()
+    ghz = cpu_ghz()
+    how.append(f"matrix-vector rate {cores} cores × {ghz:.2f} GHz × {MATVEC_WEIGHTS_PER_CYCLE} weights/cycle")
     return Device(
         "cpu",
         round(physical_memory_gb(), 1),
@@ -203,6 +228,7 @@ def this_cpu(bandwidth_gbs: float | None = None, gflops: float | None = None) ->
         "no price: pass --price cpu=USD/h",
         kind="cpu",
         measured="; ".join(how) + "; estimates, lower when the machine is busy",
+        matvec_weights_per_s=cores * ghz * 1e9 * MATVEC_WEIGHTS_PER_CYCLE,
     )
 
 

@@ -68,6 +68,8 @@ def assumptions() -> dict[str, Any]:
         "gpu_bandwidth_efficiency": dict(zip(f.RANGE, f.GPU_BANDWIDTH_EFFICIENCY, strict=True)),
         "gpu_mfu": dict(zip(f.RANGE, f.GPU_MFU, strict=True)),
         "cpu_memory_fraction": f.CPU_MEMORY_FRACTION,
+        "cpu_decode": "bytes / measured bandwidth + multiply-adds / (cores × GHz × 8 weights per cycle)",
+        "cpu_prefill_mfu_vs_float32_gemm": dict(zip(f.RANGE, f.CPU_PREFILL_MFU, strict=True)),
         "target_utilization": f.TARGET_UTILIZATION,
         "hours_per_month": f.HOURS_PER_MONTH,
         "prices": PRICES_AS_OF,

@@ -14,6 +14,7 @@ from shipyard.capacity import hardware as hw
 from shipyard.capacity import models as mdl
 from shipyard.capacity.formulas import Workload
 from shipyard.capacity.planner import Plan, make_plan
+from shipyard.errors import InvalidRequest
 from shipyard.cli.common import (
     CliTable,
     Col,
@@ -59,7 +60,10 @@ def _traffic(home: str | None, since: str, route: str | None) -> tuple[float, in
     from shipyard.store import rollups
     from shipyard.times import TimeWindow
 
-    window = TimeWindow.parse(None, f"-{since}" if since[:1].isdigit() else since, None, default="1h")
+    try:
+        window = TimeWindow.parse(None, since, None, default="1h")
+    except InvalidRequest as exc:
+        raise PlanError(f"--since: {exc.message}", param="since") from None
     store = open_store(settings_only(home))
     total = rollups.total(store, window.since, window.until, route=route)
     if not total.requests:
