@@ -522,3 +522,21 @@ def test_create_secret_script_makes_the_secret_from_the_environment(tmp_path: Pa
     exists = _fake_kubectl(tmp_path, secret_exists=True)
     r = subprocess.run(["sh", str(BASE / "create-secret.sh")], env=exists, capture_output=True, text=True)
     assert r.returncode == 1 and "set REPLACE=1" in r.stderr
+
+
+def test_gateway_workers_in_a_pod_need_redis_and_multiply_its_size(tmp_path: Path) -> None:
+    (tmp_path / "shipyard.yaml").write_text("version: 1\nsettings:\n  workers: 2\n")
+    r = shipyard("deploy", "kubernetes", cwd=tmp_path, check=False)
+    assert (
+        r.returncode == 2
+        and "settings.workers (2 gateway processes" in r.stderr
+        and "`redis_url`" in r.stderr
+    )
+    # SQLite is fine within one pod (one machine, one file), as for `shipyard up --workers 2`.
+    two = shipyard("deploy", "kubernetes", "--redis-url-secret", "redis", cwd=tmp_path)
+    (tmp_path / "shipyard.yaml").write_text("version: 1\n")
+    one = shipyard("deploy", "kubernetes", "--redis-url-secret", "redis", cwd=tmp_path)
+    c2, c1 = (container(by_kind(documents(x.stdout))["Deployment"]) for x in (two, one))
+    assert env_of(c2)["SHIPYARD_WORKERS"]["value"] == "2" and "SHIPYARD_WORKERS" not in env_of(c1)
+    for kind in ("requests", "limits"):
+        assert mebibytes(c2["resources"][kind]["memory"]) == 2 * mebibytes(c1["resources"][kind]["memory"])

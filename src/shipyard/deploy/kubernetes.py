@@ -185,6 +185,7 @@ class _Plan:
     shared_counters: bool
     port: int
     shutdown_timeout: float
+    gateway_workers: int
     notes: list[str]
 
 
@@ -243,6 +244,7 @@ def _plan(raw: Mapping[str, Any], loaded: LoadedConfig, opts: KubeOptions, sourc
 
     port = DEFAULT_PORT
     shutdown = float(BY_NAME["shutdown_timeout"].default)
+    gateway_workers = int(BY_NAME["workers"].default)
     plain: dict[str, str] = {}
     for s in SETTINGS:
         if s.name not in section or s.name in from_secret:
@@ -262,6 +264,8 @@ def _plan(raw: Mapping[str, Any], loaded: LoadedConfig, opts: KubeOptions, sourc
             port = int(parsed)
         elif s.name == "shutdown_timeout":
             shutdown = float(parsed)
+        elif s.name == "workers":
+            gateway_workers = int(parsed)
         if parsed is not None:
             plain[s.name] = ("true" if parsed else "false") if isinstance(parsed, bool) else str(parsed)
 
@@ -298,6 +302,7 @@ def _plan(raw: Mapping[str, Any], loaded: LoadedConfig, opts: KubeOptions, sourc
         shared_counters="redis_url" in from_secret,
         port=port,
         shutdown_timeout=shutdown,
+        gateway_workers=gateway_workers,
         notes=notes,
     )
 
@@ -379,6 +384,12 @@ def _check_scaling(opts: KubeOptions, plan: _Plan) -> int | None:
             param="--max-replicas",
         )
     most = max(opts.replicas, opts.max_replicas or 0, lowest)
+    if plan.gateway_workers > 1 and not plan.shared_counters:
+        raise InvalidRequest(
+            f"settings.workers ({plan.gateway_workers} gateway processes in each pod) needs `redis_url`, "
+            "as `shipyard up --workers` does: limits, budgets and the response cache are shared there",
+            param="--redis-url-secret",
+        )
     if most > 1 or opts.ray:
         what = "the Ray cluster" if opts.ray else f"{most} replicas"
         if not plan.external_store:
@@ -444,16 +455,18 @@ def _pvc(opts: KubeOptions) -> dict[str, Any]:
     }
 
 
-def _resources(worker_count: int, worker_memory_mi: int, opts: KubeOptions) -> dict[str, Any]:
+def _resources(worker_count: int, worker_memory_mi: int, opts: KubeOptions, gateways: int) -> dict[str, Any]:
+    """The pod's share: each gateway process (settings.workers of them) builds its own runtime,
+    local models' workers included, so everything counts once per gateway process."""
     cpu = worker_count * opts.worker_cpu * 1000
     return {
         "requests": {
-            "cpu": f"{GATEWAY_CPU_REQUEST_M + cpu}m",
-            "memory": f"{GATEWAY_MEMORY_REQUEST_MI + worker_memory_mi}Mi",
+            "cpu": f"{gateways * (GATEWAY_CPU_REQUEST_M + cpu)}m",
+            "memory": f"{gateways * (GATEWAY_MEMORY_REQUEST_MI + worker_memory_mi)}Mi",
         },
         "limits": {
-            "cpu": f"{GATEWAY_CPU_LIMIT_M + cpu}m",
-            "memory": f"{GATEWAY_MEMORY_LIMIT_MI + worker_memory_mi}Mi",
+            "cpu": f"{gateways * (GATEWAY_CPU_LIMIT_M + cpu)}m",
+            "memory": f"{gateways * (GATEWAY_MEMORY_LIMIT_MI + worker_memory_mi)}Mi",
         },
     }
 
@@ -608,7 +621,12 @@ def render_kubernetes(
     plan = _plan(raw, loaded, opts, source)
     hpa_min = _check_scaling(opts, plan)
     workers, worker_memory, notes = _workers(loaded, opts)
-    resources = _resources(workers, worker_memory, opts)
+    resources = _resources(workers, worker_memory, opts, plan.gateway_workers)
+    if plan.gateway_workers > 1:
+        notes.append(
+            f"{plan.gateway_workers} gateway processes in each pod (settings.workers), each with its "
+            "own model workers"
+        )
     objects: list[dict[str, Any]] = [_config_map(raw, opts, source)]
     if opts.ray:
         objects.append(ray_service(opts, plan.env, resources))
