@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -540,3 +541,64 @@ def test_gateway_workers_in_a_pod_need_redis_and_multiply_its_size(tmp_path: Pat
     assert env_of(c2)["SHIPYARD_WORKERS"]["value"] == "2" and "SHIPYARD_WORKERS" not in env_of(c1)
     for kind in ("requests", "limits"):
         assert mebibytes(c2["resources"][kind]["memory"]) == 2 * mebibytes(c1["resources"][kind]["memory"])
+
+
+READ_ONLY_ROOT = """\
+set -e
+mount --make-rprivate /
+mount -o remount,bind,ro /
+mount -t tmpfs tmpfs /tmp
+if touch /.shipyard-ro-probe 2>/dev/null; then echo "root is writable"; exit 1; fi
+cd /tmp
+"$SHIPYARD" up > /tmp/up.log 2>&1 &
+pid=$!
+for i in $(seq 1 120); do
+  if "$PYTHON" -c "import httpx,sys; sys.exit(httpx.get('$BASE/readyz').status_code != 200)" 2>/dev/null
+  then break; fi
+  sleep 1
+done
+"$PYTHON" - <<'PY'
+import os
+from openai import OpenAI
+client = OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["SHIPYARD_ADMIN_KEY"])
+hi = [{"role": "user", "content": "Hi"}]
+reply = client.chat.completions.create(model="default", messages=hi, max_tokens=4)
+print("chat:", reply.choices[0].finish_reason)
+print("embedding:", len(client.embeddings.create(model="wordllama", input="ships").data[0].embedding))
+PY
+kill -TERM $pid
+wait $pid || true
+grep -i -E "read-only|Traceback" /tmp/up.log || true
+"""
+
+
+@pytest.mark.local_model
+def test_shipyard_up_serves_on_a_read_only_root_filesystem(tmp_path: Path) -> None:
+    """What the Deployment's securityContext asks for: the embedded model and embeddings served
+    with only /tmp and SHIPYARD_HOME writable (the image assembles the GGUF at build time; here it
+    is already in ~/.cache from the install). A private mount namespace, so it needs root."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("needs `unshare -m` (root) to make the root filesystem read-only for one process")
+    from shipyard.providers.local import bundled_model_path
+
+    bundled_model_path()  # assembled before the root goes read-only, as the Dockerfile does
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
+        "SHIPYARD": str(Path(sys.executable).parent / "shipyard"),
+        "PYTHON": sys.executable,
+        "SHIPYARD_HOME": "/tmp/home",
+        "SHIPYARD_PORT": str(port),
+        "BASE": f"http://127.0.0.1:{port}",
+        "SHIPYARD_LOCAL_THREADS": "1",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "SHIPYARD_ADMIN_KEY": "sk-shp-" + "R" * 40,
+    }
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", READ_ONLY_ROOT], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "chat: " in r.stdout and "embedding: " in r.stdout, r.stdout + r.stderr
+    assert "read-only" not in r.stdout.lower() and "traceback" not in r.stdout.lower(), r.stdout
