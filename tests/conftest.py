@@ -19,6 +19,70 @@ import pytest
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
+# `SHIPYARD_TEST_DB=postgresql+psycopg://postgres@127.0.0.1:5432/postgres make test`: every server a
+# test starts gets a fresh database on that Postgres server instead of a SQLite file in its home.
+TEST_DB = os.environ.get("SHIPYARD_TEST_DB")
+
+
+def create_database(admin_url: str) -> str:
+    """A new, empty database on the server of ``admin_url``; its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"shipyard_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+_TEST_DATABASES: dict[Path, str] = {}  # home -> its database, under SHIPYARD_TEST_DB
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if TEST_DB:
+        for url in _TEST_DATABASES.values():
+            drop_database(TEST_DB, url)
+
+
+def _database_for_args(args: Any) -> str | None:
+    """Under SHIPYARD_TEST_DB: the database of the server home a `shipyard … --home HOME` command
+    names, so that the CLI a test runs against a server reaches that server's store."""
+    if not isinstance(args, list | tuple) or "--home" not in args:
+        return None
+    at = list(args).index("--home")
+    if at + 1 >= len(args):
+        return None
+    return _TEST_DATABASES.get(Path(str(args[at + 1])))
+
+
+if TEST_DB:
+    _popen_init = subprocess.Popen.__init__
+
+    def _popen_with_test_db(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        url = _database_for_args(args)
+        if url is not None:
+            kwargs["env"] = {**(kwargs.get("env") or os.environ), "SHIPYARD_DATABASE_URL": url}
+        _popen_init(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = _popen_with_test_db  # type: ignore[method-assign]
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def free_port() -> int:
@@ -57,6 +121,12 @@ class ShipyardServer:
             self.config_path.write_text(config)
         self.env = {**os.environ, **(env or {})}
         self.env.pop("SHIPYARD_CONFIG", None)
+        self.database_url: str | None = self.env.get("SHIPYARD_DATABASE_URL")
+        if TEST_DB and self.database_url is None:
+            # One database per home: a server restarted on the same home finds its data again.
+            if home not in _TEST_DATABASES:
+                _TEST_DATABASES[home] = create_database(TEST_DB)
+            self.database_url = self.env["SHIPYARD_DATABASE_URL"] = _TEST_DATABASES[home]
         self.env.setdefault("SHIPYARD_ADMIN_KEY", make_key())
         self.admin_key = self.env["SHIPYARD_ADMIN_KEY"]
         self.headers = {"Authorization": f"Bearer {self.admin_key}"}
@@ -129,7 +199,7 @@ class ShipyardServer:
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def store_url(self) -> str:
-        return f"sqlite:///{self.home / 'shipyard.db'}"
+        return self.database_url or f"sqlite:///{self.home / 'shipyard.db'}"
 
 
 class ThreadServer:
