@@ -77,7 +77,7 @@ GATEWAY_MEMORY_LIMIT_MI = 1024
 # context, and the interpreter with llama.cpp's compute buffers. The KV rule is deliberately
 # generous: 1.5e-4 of the weights per token of context is ~2x the real KV cache of Gemma 3 270M
 # and Llama-2-7B at f16, ~5x that of Llama-3-8B (grouped-query attention). Measured: the bundled
-# Gemma 3 270M (241 MiB file) peaks at 384 MiB resident with n_ctx 2048; this rule gives 443 MiB.
+# Gemma 3 270M (241 MiB file) peaks at 384 MiB resident with n_ctx 2048; this rule gives 444 MiB.
 KV_FRACTION_PER_TOKEN = 1.5e-4
 WORKER_OVERHEAD_MI = 128
 
@@ -282,7 +282,7 @@ def _plan(raw: Mapping[str, Any], loaded: LoadedConfig, opts: KubeOptions, sourc
     for s in SETTINGS:
         if s.name in from_secret:
             env.append(_env_from(s.env, from_secret[s.name]))
-    # Python's and matplotlib's caches want a writable home; the root filesystem is read-only.
+    # matplotlib wants a writable config directory, and the home directory is on the read-only root.
     env.append({"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"})
 
     # ${NAME} references elsewhere in the file (provider keys, URLs): the same names in the pod.
@@ -295,6 +295,9 @@ def _plan(raw: Mapping[str, Any], loaded: LoadedConfig, opts: KubeOptions, sourc
             )
         ref = need(name, f"`${{{name}}}` in {source}", required=not refs[name])
         env.append(_env_from(name, ref))
+    for name, ref in from_secret.items():
+        if ref.secret != opts.secret:
+            notes.append(f"{name} is read from Secret `{ref.secret}`, key `{ref.key}`, which you provide")
     return _Plan(
         env,
         keys,
