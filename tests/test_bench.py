@@ -280,3 +280,29 @@ def test_a_registry_dataset_is_the_workload(tmp_path: Path) -> None:
     assert {b["max_tokens"] for b in mock.provider.received} == {5}
     listed = runner.invoke(app, ["runs", "list", "--home", str(tmp_path / "h"), "--json"])
     assert listed.exit_code == 0 and "bench m" in listed.output
+
+
+def test_the_report_escapes_what_the_run_names() -> None:
+    from shipyard.bench import Record, render_html, summarize
+    from shipyard.bench.metrics import samples
+
+    records = [Record(sent=0.0, e2e_ms=120.0, ttft_ms=40.0, itl_ms=[10.0, 12.0], output_tokens=3),
+               Record(sent=0.1, e2e_ms=5.0, error="http_<b>500</b>")]  # fmt: skip
+    level = {
+        "load": {"kind": "concurrency", "value": 2, "max_in_flight": 2},
+        "summary": summarize(records, 0.2, {"ttft": 500.0}, 2),
+        "samples": samples(records),
+    }
+    hostile = "<script>alert(1)</script>"
+    result = {
+        "target": {"url": f"http://x/{hostile}", "model": hostile, "stream": True},
+        "mode": "concurrency", "workload": {"kind": "synthetic"}, "started_at": "now", "duration_s": 0.2,
+        "run_id": None, "slo_ms": {"ttft": 500.0}, "sweep": None, "levels": [level], "headline": 0,
+        "summary": level["summary"],
+    }  # fmt: skip
+    html = render_html(result)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "http_&lt;b&gt;500&lt;/b&gt; 1" in html
+    assert (
+        html.count("<svg") == 3
+    )  # latency bars, TTFT and ITL distributions (one level: no throughput curve)

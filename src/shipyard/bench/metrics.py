@@ -23,7 +23,7 @@ from typing import Any
 from shipyard.bench.errors import BenchError
 from shipyard.durations import parse_duration
 
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 # Distributions kept in a result for its charts: enough points for a histogram, bounded size.
 MAX_SAMPLES = 2000
 

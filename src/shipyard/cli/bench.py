@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,7 +132,11 @@ def _workload(
     return bench.from_traces(rows, params, time_scale, model)
 
 
-def _progress() -> tuple[Any, Callable[[bench.Record], None], Callable[[bench.Load], None]]:
+def _progress() -> tuple[
+    Any, Callable[[bench.Record], None], Callable[[bench.Load], None], Callable[[], None]
+]:
+    """The live line on stderr (requests done, req/s, errors, p50 E2E of the level running), and
+    the callbacks that feed it; ``flush`` draws a level's final figures."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     progress = Progress(
@@ -141,26 +146,17 @@ def _progress() -> tuple[Any, Callable[[bench.Record], None], Callable[[bench.Lo
         console=err_console,
         transient=False,
     )
-    state: dict[str, Any] = {"task": None, "e2e": [], "errors": 0, "t0": time.perf_counter()}
+    # The live p50 is over the latest answers only: sorting every answer of a long run five times a
+    # second would cost the event loop more than the requests.
+    recent = 2000
+    state: dict[str, Any] = {"task": None, "name": "", "e2e": deque(maxlen=recent), "ok": 0, "errors": 0,
+                             "t0": 0.0, "drawn": 0.0}  # fmt: skip
 
-    def on_level(load: bench.Load) -> None:
-        state.update(e2e=[], errors=0, t0=time.perf_counter())
-        state["task"] = progress.add_task(bench.load_name(load.to_dict()))
-        state["name"] = bench.load_name(load.to_dict())
-
-    last = [0.0]
-
-    def on_record(rec: bench.Record) -> None:
-        if rec.ok:
-            state["e2e"].append(rec.e2e_ms)
-        else:
-            state["errors"] += 1
-        now = time.perf_counter()
-        if now - last[0] < 0.2:  # redraws cost the event loop time the requests need
+    def flush() -> None:
+        if state["task"] is None:
             return
-        last[0] = now
-        done = len(state["e2e"]) + state["errors"]
-        elapsed = max(now - state["t0"], 1e-9)
+        done = state["ok"] + state["errors"]
+        elapsed = max(time.perf_counter() - state["t0"], 1e-9)
         ordered = sorted(state["e2e"])
         p50 = ordered[len(ordered) // 2] if ordered else 0.0
         progress.update(
@@ -169,7 +165,26 @@ def _progress() -> tuple[Any, Callable[[bench.Record], None], Callable[[bench.Lo
             f"{state['errors']} errors · p50 e2e {p50:.0f} ms",
         )
 
-    return progress, on_record, on_level
+    def on_level(load: bench.Load) -> None:
+        flush()
+        if state["task"] is not None:
+            progress.stop_task(state["task"])
+        state.update(ok=0, errors=0, t0=time.perf_counter(), name=bench.load_name(load.to_dict()))
+        state["e2e"].clear()
+        state["task"] = progress.add_task(state["name"])
+
+    def on_record(rec: bench.Record) -> None:
+        if rec.ok:
+            state["ok"] += 1
+            state["e2e"].append(rec.e2e_ms)
+        else:
+            state["errors"] += 1
+        now = time.perf_counter()
+        if now - state["drawn"] >= 0.2:  # redraws cost the event loop time the requests need
+            state["drawn"] = now
+            flush()
+
+    return progress, on_record, on_level, flush
 
 
 def _summary_table(result: dict[str, Any]) -> CliTable:
@@ -394,10 +409,11 @@ def run_command(
         runs = RunService(open_store(settings, create=True), settings.artifacts_path)
         with exit_on_error():
             run_id = bench.record_run(runs, model, plan.mode, plan.params, cli_actor(settings))
-    progress, on_record, on_level = _progress()
+    progress, on_record, on_level, flush = _progress()
     try:
         with progress:
             result = asyncio.run(bench.run(plan, on_record=on_record, on_level=on_level))
+            flush()
     except BaseException as exc:
         if runs is not None and run_id is not None:
             runs.finish(run_id, "failed" if isinstance(exc, Exception) else "killed")
