@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("shipyard.redteam",),
     ("shipyard.monitoring",),
     ("shipyard.bench",),
+    ("shipyard.sweep",),
     ("shipyard.api", "shipyard.web"),
     ("shipyard.server",),
     ("shipyard.cli",),

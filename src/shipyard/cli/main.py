@@ -25,6 +25,7 @@ from shipyard.cli import (
     redteam,
     registry_cmd,
     runs,
+    sweep,
     traces,
     up,
 )
@@ -95,6 +96,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.command("redteam")(redteam.redteam)
 app.add_typer(bench.app, name="bench")
+app.command("sweep")(sweep.sweep)
 app.add_typer(deploy.app, name="deploy")
 app.command("plan")(plan.plan)
 
