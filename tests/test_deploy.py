@@ -602,3 +602,18 @@ def test_shipyard_up_serves_on_a_read_only_root_filesystem(tmp_path: Path) -> No
     assert r.returncode == 0, r.stdout + r.stderr
     assert "chat: " in r.stdout and "embedding: " in r.stdout, r.stdout + r.stderr
     assert "read-only" not in r.stdout.lower() and "traceback" not in r.stdout.lower(), r.stdout
+
+
+def test_json_output_carries_the_objects_and_the_secrets_keys(tmp_path: Path) -> None:
+    (tmp_path / "shipyard.yaml").write_text(POSTGRES_CONFIG)
+    r = shipyard("deploy", "kubernetes", "--json", cwd=tmp_path, env=SECRETS)
+    data = json.loads(r.stdout)
+    assert [o["kind"] for o in data["objects"]] == ["ConfigMap", "Deployment", "Service"]
+    assert data["objects"] == documents(shipyard("deploy", "kubernetes", cwd=tmp_path).stdout)
+    assert data["secret"]["name"] == "shipyard-secrets"
+    assert {k["key"]: k["required"] for k in data["secret"]["keys"]}["BACKUP_URL"] is False
+    assert not any(value in r.stdout for value in SECRETS.values())
+    written = json.loads(shipyard("deploy", "kubernetes", "--json", "-o", "k8s", cwd=tmp_path).stdout)
+    assert sorted(Path(f).name for f in written["files"]) == sorted(
+        p.name for p in (tmp_path / "k8s").iterdir()
+    )

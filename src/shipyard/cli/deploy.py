@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from shipyard.cli.common import ConfigOpt, err_console
+from shipyard.cli.common import ConfigOpt, err_console, print_json
 from shipyard.config.loader import LoadedConfig, default_document, find_config
 from shipyard.deploy import KubeOptions, Rendered, render_kubernetes, to_yaml, write_directory
 from shipyard.deploy.kubernetes import references
@@ -118,6 +118,12 @@ def kubernetes(
     ray_version: str = typer.Option(
         None, "--ray-version", help="With --ray: the Ray release installed in the image.", show_default=False
     ),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print JSON: the objects (or, with --output DIR, the files written), the Secret's name and "
+        "keys, and the notes.",
+    ),
 ) -> None:
     """Render Kubernetes manifests for your config: a ConfigMap with it, the gateway Deployment
     (`shipyard up`, settings as environment variables, secrets from a Secret), a Service, and for
@@ -145,6 +151,23 @@ def kubernetes(
         ray_version=ray_version,
     )
     rendered = render_kubernetes(loaded, raw, opts, source)
+    if json_out:
+        summary = {
+            "source": source,
+            "namespace": rendered.namespace,
+            "secret": {
+                "name": rendered.secret_name,
+                "keys": [
+                    {"key": k.key, "what": k.what, "required": k.required} for k in rendered.secret_keys
+                ],
+            },
+            "notes": rendered.notes,
+        }
+        if output == "-":
+            print_json({"objects": rendered.objects, **summary})
+        else:
+            print_json({"files": [str(f) for f in write_directory(rendered, Path(output))], **summary})
+        return
     for note in rendered.notes:
         err_console.print(f"note: {escape(note)}", highlight=False)
     if output == "-":
