@@ -139,12 +139,15 @@ def _progress() -> tuple[
     the callbacks that feed it; ``flush`` draws a level's final figures."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    # Drawn only when the figures change (at most five times a second), never by a refresh thread:
+    # on a machine the server shares, every cycle the load generator spends is taken from the server.
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
         console=err_console,
         transient=False,
+        auto_refresh=False,
     )
     # The live p50 is over the latest answers only: sorting every answer of a long run five times a
     # second would cost the event loop more than the requests.
@@ -163,6 +166,7 @@ def _progress() -> tuple[
             state["task"],
             description=f"{state['name']}: {done} done · {done / elapsed:.1f} req/s · "
             f"{state['errors']} errors · p50 e2e {p50:.0f} ms",
+            refresh=True,
         )
 
     def on_level(load: bench.Load) -> None:
