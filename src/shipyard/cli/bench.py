@@ -447,7 +447,10 @@ def run_command(
             console.print("; ".join(where))
     if result["summary"]["requests"] and not result["summary"]["ok"]:
         first = next(iter(result["summary"]["errors_by_type"]), "error")
-        err_console.print(f"[red]every request failed ({escape(first)})[/red]")
+        hint = ""
+        if set(result["summary"]["errors_by_type"]) == {"connection"}:
+            hint = f": nothing answers at {result['target']['url']}; start `shipyard up` or pass --url"
+        err_console.print(f"[red]every request failed ({escape(first)})[/red]{escape(hint)}")
         raise typer.Exit(1)
 
 
