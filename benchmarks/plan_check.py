@@ -128,12 +128,15 @@ def main() -> None:
             measure(url, dataset, 1)  # warm up: the model loaded, the first request's costs paid
             estimates, measured = [], []
             for i in range(rounds):
+                load = os.getloadavg()[0]
                 estimates.append(estimate(input_tokens=24))
                 measured.append(measure(url, dataset, len(PROMPTS) * 2))
+                measured[-1]["load"] = max(load, os.getloadavg()[0])
                 print(
                     f"round {i + 1}: estimate {estimates[-1]['tokens_per_s']:.1f} tokens/s "
                     f"(bandwidth {estimates[-1]['bandwidth_gbs']:.1f} GB/s, GEMM {estimates[-1]['gflops']:.1f} GFLOP/s), "
-                    f"measured {measured[-1]['tokens_per_s']:.1f} tokens/s",
+                    f"measured {measured[-1]['tokens_per_s']:.1f} tokens/s (ITL p50 {measured[-1]['itl_p50_ms']:.1f} ms), "
+                    f"load average {measured[-1]['load']:.2f} on {os.cpu_count()} cores",
                     flush=True,
                 )
         finally:
@@ -165,7 +168,7 @@ Measured {when} UTC on {estimates[0]["spec"]}; {platform.machine()}, Python {pla
 | error of the estimate | {error:+.1%} ({verdict} the 25% target) |
 
 - The planner's CPU model: a decode step reads every weight once ({weights / 1e6:.1f} MB; the tied embedding is the output head, so all of it) at the measured streaming bandwidth ({bw:.1f} GB/s), and does 2 × parameters FLOPs at the measured float32 GEMM rate ({gf:.1f} GFLOP/s); on a CPU the same cores load and multiply, so the two times add. The optimistic end assumes they overlap perfectly.
-- Both the bandwidth and the GEMM rate are measured while the machine runs whatever else it runs (here: other jobs on 2 shared cores), as is the bench; the rounds alternate so that load falls on both. Per round: {", ".join(f"{e['tokens_per_s']:.1f} est / {m['tokens_per_s']:.1f} meas" for e, m in zip(estimates, measured, strict=True))}.
+- Both the bandwidth and the GEMM rate are measured while the machine runs whatever else it runs (here: other jobs on 2 shared cores), as is the bench; the rounds alternate so that load falls on both. Per round (estimate / measured, the 1-minute load average of the machine): {"; ".join(f"{e['tokens_per_s']:.1f} / {m['tokens_per_s']:.1f} (load {m['load']:.1f})" for e, m in zip(estimates, measured, strict=True))}. The planner plans for a machine the model has to itself; a load average above the core count means other processes took CPU time from the model, and the measured rate falls with it while the planner's short measurements of the CPU fall less.
 """
     write_section("plan-check", section)
     print("wrote docs/benchmarks.md")

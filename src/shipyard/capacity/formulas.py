@@ -196,10 +196,14 @@ def model_facts(
             full = arch.layers - arch.sliding_layers
             kept = min(n, arch.sliding_window or n)
             plugged = (
-                f"2 × {arch.kv_heads} × {arch.head_dim} × {kv_bytes:g} × ({full} × {n:,} + {arch.sliding_layers} × "
+                f"2 × {arch.kv_heads} × {arch.head_dim} × {kv_bytes:g} × ({full} × {n:,} + "
+                f"{arch.sliding_layers} × "
                 f"{kept:,}) = {_gib(value)}"
             )
-            formula = "2 × kv_heads × head_dim × bytes × (global layers × tokens + sliding layers × min(tokens, window))"
+            formula = (
+                "2 × kv_heads × head_dim × bytes × "
+                "(global layers × tokens + sliding layers × min(tokens, window))"
+            )
         else:
             plugged = f"{per_token:,.0f} × {n:,} = {_gib(value)}"
             formula = "KV per token × tokens"
@@ -434,17 +438,19 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
         s.append(
             Step(
                 "reserve per device",
-                f"{NON_TORCH_GIB:g} GiB non-torch + {MAX_BATCHED_TOKENS} tokens × 2 B × (4·hidden + (heads + 2·kv_heads)·head_dim/tp + 2·intermediate/tp)",
+                f"{NON_TORCH_GIB:g} GiB non-torch + {MAX_BATCHED_TOKENS} tokens × 2 B × "
+                "(4·hidden + (heads + 2·kv_heads)·head_dim/tp + 2·intermediate/tp)",
                 f"{_gib(p.reserve_bytes)}",
                 p.reserve_bytes,
                 "bytes",
             )
         )
+    share = CPU_MEMORY_FRACTION if dev.kind == "cpu" else GPU_MEMORY_UTILIZATION
     s.append(
         Step(
             "KV-cache pool",
             "tp × (memory × utilisation − reserve) − weights" if dev.kind != "cpu" else "usable − weights",
-            f"{tp} × ({dev.memory_gb:g} GB × {GPU_MEMORY_UTILIZATION if dev.kind != 'cpu' else CPU_MEMORY_FRACTION:g} − "
+            f"{tp} × ({dev.memory_gb:g} GB × {share:g} − "
             f"{_gib(p.reserve_bytes)}) − {m.weight_bytes / 1e9:.2f} GB = {_gib(p.kv_pool_bytes)}",
             p.kv_pool_bytes,
             "bytes",
@@ -461,18 +467,19 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
         )
     )
     if dev.kind == "cpu":
-        rate = dev.matvec_weights_per_s or peak * 1e12 / 2
+        matvec = dev.matvec_weights_per_s or peak * 1e12 / 2
         formula = (
             "bytes read / bandwidth + multiply-adds / matrix-vector rate (the same cores load and multiply)"
         )
         plugged1 = (
-            f"{bytes1 / 1e6:,.1f} MB / {bw:g} GB/s + {flops1 / 2e9:.3g} G / {rate / 1e9:.3g} G/s = "
+            f"{bytes1 / 1e6:,.1f} MB / {bw:g} GB/s + {flops1 / 2e9:.3g} G / {matvec / 1e9:.3g} G/s = "
             f"{step1[1] * 1000:.2f} ms"
         )
     else:
         formula = "max(bytes read / (bandwidth × eff), FLOPs / (peak × MFU))"
         plugged1 = (
-            f"max({bytes1 / 1e9:.3f} GB / ({bw:g} GB/s × {GPU_BANDWIDTH_EFFICIENCY[1]}), {flops1 / 1e12:.4g} TFLOP / "
+            f"max({bytes1 / 1e9:.3f} GB / ({bw:g} GB/s × {GPU_BANDWIDTH_EFFICIENCY[1]}), "
+            f"{flops1 / 1e12:.4g} TFLOP / "
             f"({peak:g} TFLOPS × {GPU_MFU[1]})) = {step1[1] * 1000:.2f} ms"
         )
     s.append(
@@ -509,7 +516,8 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
         Step(
             "requests/s per replica",
             "1 / (prefill + output tokens × step / batch)",
-            f"1 / ({pre[1] * 1000:.1f} ms + {w.output_tokens} × {stepb[1] * 1000:.2f} ms / {best}) = {p.requests_per_s:.3g}",
+            f"1 / ({pre[1] * 1000:.1f} ms + {w.output_tokens} × {stepb[1] * 1000:.2f} ms / {best}) = "
+            f"{p.requests_per_s:.3g}",
             p.requests_per_s,
             "requests/s",
         )
@@ -542,7 +550,8 @@ def _fill(p: DevicePlan, m: ModelFacts, dev: Device, tp: int, w: Workload, ctx_a
             Step(
                 "replicas",
                 f"ceil(rps / (requests/s per replica × {TARGET_UTILIZATION}))",
-                f"ceil({w.rps:g} / ({p.requests_per_s:.3g} × {TARGET_UTILIZATION})) = {p.replicas} × tp {tp} = {p.devices} devices",
+                f"ceil({w.rps:g} / ({p.requests_per_s:.3g} × {TARGET_UTILIZATION})) = {p.replicas} × tp {tp} "
+                f"= {p.devices} devices",
                 p.replicas,
                 "replicas",
             )

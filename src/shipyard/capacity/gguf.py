@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shipyard.errors import InvalidRequest
+from shipyard.capacity import PlanError as InvalidRequest
 
 MAGIC = b"GGUF"
 
@@ -164,7 +164,8 @@ def read_header(path: str | Path) -> GGUFHeader:
         r = _Reader(f, p)
         if r.take(4) != MAGIC:
             raise InvalidRequest(
-                f"--gguf: {p} is not a GGUF file (it does not start with `GGUF`); pass a llama.cpp model file",
+                f"--gguf: {p} is not a GGUF file (it does not start with `GGUF`); "
+                "pass a llama.cpp model file",
                 param="gguf",
             )
         version = r.unpack("<I")
@@ -194,7 +195,8 @@ def read_header(path: str | Path) -> GGUFHeader:
             type_name, block, block_bytes = GGML_TYPES.get(type_id, (f"type{type_id}", 0, 0))
             if not block:
                 raise InvalidRequest(
-                    f"--gguf: tensor `{name}` in {p} has ggml type {type_id}, which the planner does not know",
+                    f"--gguf: tensor `{name}` in {p} has ggml type {type_id}, "
+                    "which the planner does not know",
                     param="gguf",
                 )
             header.tensors.append(Tensor(name, shape, type_name, elements, elements // block * block_bytes))

@@ -247,7 +247,8 @@ def parse_gpus(values: list[str]) -> list[str]:
             key = ALIASES.get(key, key)
             if key not in GPUS and key != "cpu":
                 raise PlanError(
-                    f"--gpu: `{part.strip()}` is not in the hardware catalogue; use one of {', '.join(device_names())}",
+                    f"--gpu: `{part.strip()}` is not in the hardware catalogue; "
+                    f"use one of {', '.join(device_names())}",
                     param="gpu",
                 )
             if key not in names:

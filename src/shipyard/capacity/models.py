@@ -352,8 +352,8 @@ def from_hf_config(path: str | Path) -> Architecture:
             found[key] = value
     if missing:
         raise PlanError(
-            f"--hf-config: {p} lacks {', '.join(missing)} (positive integers); pass the model's full config.json "
-            "from its Hugging Face repository",
+            f"--hf-config: {p} lacks {', '.join(missing)} (positive integers); "
+            "pass the model's full config.json from its Hugging Face repository",
             param="hf-config",
         )
     model_type = str(cfg.get("model_type") or raw.get("model_type") or "")

@@ -38,7 +38,7 @@ def _svg(fig: Figure) -> Markup:
     fig.clear()
     # Drawn here from numbers and catalogue names (labels pass through matplotlib's SVG writer,
     # which escapes text), never raw input: safe to inline.
-    return Markup(svg.replace("<svg ", '<svg class="plot" role="img" ', 1).strip())  # noqa: S704
+    return Markup(svg.replace("<svg ", '<svg class="plot" role="img" ', 1).strip())
 
 
 def _label(text: str) -> str:
@@ -86,112 +86,7 @@ def throughput_plot(plan: Plan) -> Markup:
     return _svg(fig)
 
 
-_MD = """# Capacity plan: {{ m.name }}
-
-Created {{ plan.created }} by `shipyard plan`. Estimates from the model's architecture and the
-hardware's published figures, not measurements; docs/plan.md explains every assumption.
-
-## Model
-
-{{ m.total_params | num }} parameters{% if m.experts > 1 %} ({{ m.active_params | num }} active per token){% endif %},
-{{ m.layers }} layers, hidden {{ m.hidden }}, {{ m.heads }} heads / {{ m.kv_heads }} KV heads × {{ m.head_dim }},
-vocabulary {{ m.vocab | num }}, weights {{ m.dtype }}, KV cache {{ m.kv_dtype }}. Source: {{ m.source }}
-
-| figure | formula | numbers |
-|---|---|---|
-{% for s in m.formulas %}
-| {{ s.name }} | {{ s.formula }} | {{ s.plugged }} |
-{% endfor %}
-
-## Workload
-
-{{ w.input_tokens }} input + {{ w.output_tokens }} output tokens per request, context {{ w.context }}{% if w.rps %}, {{ w.rps }} requests/s{% endif %}{% if w.ttft_p95_ms %}, TTFT p95 ≤ {{ w.ttft_p95_ms }} ms{% endif %}{% if w.tpot_ms %}, ≤ {{ w.tpot_ms }} ms per output token{% endif %} ({{ w.source }}).
-
-## Per device
-
-| device | tp | KV pool | max seqs | tok/s, 1 seq | tok/s, batch | TTFT ms | ITL ms | req/s per replica | devices | USD/month |
-|---|---|---|---|---|---|---|---|---|---|---|
-{% for d in devices %}
-{% if d.fits %}
-| {{ d.device }} | {{ d.tensor_parallel }} | {{ (d.kv_pool_bytes / gib) | round(2) }} GiB | {{ d.max_sequences_workload }} | {{ d.single_stream_tokens_per_s | rng(1) }} | {{ d.decode_tokens_per_s | rng(0) }} @{{ d.batch }} | {{ d.ttft_ms | rng(0) }} | {{ d.itl_ms | rng(1) }} | {{ d.requests_per_s_per_replica | round(3) }} | {{ d.devices if d.devices is not none else "—" }} | {{ d.monthly_usd | money }} |
-{% else %}
-| {{ d.device }} | — | — | — | — | — | — | — | — | — | does not fit: {{ d.reason }} |
-{% endif %}
-{% endfor %}
-
-Recommendation (cheapest that fits{% if w.ttft_p95_ms or w.tpot_ms %} and meets the targets{% endif %}): {{ rec or "none" }}
-
-{% for d in devices if d.fits %}
-### Formulas: {{ d.device }}
-
-{{ d.spec_source }}{% if d.get("measured") %} ({{ d.get("measured") }}){% endif %}. Price: {{ d.price_usd_h if d.price_usd_h is not none else "none" }} USD/h ({{ d.price_source }}).
-{% for n in d.target_notes %}
-- {{ n }}
-{% endfor %}
-
-| step | formula | numbers |
-|---|---|---|
-{% for s in d.formulas %}
-| {{ s.name }} | {{ s.formula }} | {{ s.plugged }} |
-{% endfor %}
-
-{% endfor %}
-## Assumptions
-
-{% for k, v in assumptions.items() %}
-- {{ k }}: {{ v }}
-{% endfor %}
-"""
-
-_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Capacity plan: {{ m.name }}</title>
-<style>
-body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0 1.2rem;font-size:13px}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f4f4} td.n{text-align:right;font-variant-numeric:tabular-nums}
-.dim{color:#777} svg.plot{max-width:100%;height:auto;display:block;margin:.5rem 0}
-code{background:#f4f4f4;padding:0 .2rem}
-</style></head><body>
-<h1>Capacity plan: {{ m.name }}</h1>
-<p class="dim">Created {{ plan.created }} by <code>shipyard plan</code>. Estimates from the model's architecture
-and the hardware's published figures, not measurements.</p>
-<h2>Model</h2>
-<p>{{ m.total_params | num }} parameters{% if m.experts > 1 %} ({{ m.active_params | num }} active){% endif %},
-{{ m.layers }} layers, {{ m.heads }} heads / {{ m.kv_heads }} KV heads × {{ m.head_dim }}, weights {{ m.dtype }},
-KV cache {{ m.kv_dtype }}. Source: {{ m.source }}</p>
-<table><tr><th>figure</th><th>formula</th><th>numbers</th></tr>
-{% for s in m.formulas %}<tr><td>{{ s.name }}</td><td>{{ s.formula }}</td><td>{{ s.plugged }}</td></tr>
-{% endfor %}</table>
-<h2>Workload</h2>
-<p>{{ w.input_tokens }} input + {{ w.output_tokens }} output tokens per request, context {{ w.context }}{% if w.rps %},
-{{ w.rps }} requests/s{% endif %}{% if w.ttft_p95_ms %}, TTFT p95 ≤ {{ w.ttft_p95_ms }} ms{% endif %}{% if w.tpot_ms %},
-≤ {{ w.tpot_ms }} ms per output token{% endif %} ({{ w.source }}).</p>
-<h2>Per device</h2>
-<table><tr><th>device</th><th>tp</th><th>KV pool GiB</th><th>max seqs</th><th>tok/s, 1 seq</th><th>tok/s, batch</th>
-<th>TTFT ms</th><th>ITL ms</th><th>req/s per replica</th><th>devices</th><th>USD/month</th></tr>
-{% for d in devices %}{% if d.fits %}<tr><td>{{ d.device }}</td><td class="n">{{ d.tensor_parallel }}</td>
-<td class="n">{{ (d.kv_pool_bytes / gib) | round(2) }}</td><td class="n">{{ d.max_sequences_workload }}</td>
-<td class="n">{{ d.single_stream_tokens_per_s | rng(1) }}</td><td class="n">{{ d.decode_tokens_per_s | rng(0) }} @{{ d.batch }}</td>
-<td class="n">{{ d.ttft_ms | rng(0) }}</td><td class="n">{{ d.itl_ms | rng(1) }}</td>
-<td class="n">{{ d.requests_per_s_per_replica | round(3) }}</td><td class="n">{{ d.devices if d.devices is not none else "—" }}</td>
-<td class="n">{{ d.monthly_usd | money }}</td></tr>
-{% else %}<tr class="dim"><td>{{ d.device }}</td><td colspan="10">does not fit: {{ d.reason }}</td></tr>{% endif %}
-{% endfor %}</table>
-<p>Recommendation: <b>{{ rec or "none" }}</b></p>
-{{ memory_svg }}
-{{ throughput_svg }}
-{% for d in devices if d.fits %}<h3>Formulas: {{ d.device }}</h3>
-<p class="dim">{{ d.spec_source }}{% if d.get("measured") %} ({{ d.get("measured") }}){% endif %}. Price:
-{{ d.price_usd_h if d.price_usd_h is not none else "none" }} USD/h ({{ d.price_source }}).</p>
-{% if d.target_notes %}<ul>{% for n in d.target_notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
-<table><tr><th>step</th><th>formula</th><th>numbers</th></tr>
-{% for s in d.formulas %}<tr><td>{{ s.name }}</td><td>{{ s.formula }}</td><td>{{ s.plugged }}</td></tr>
-{% endfor %}</table>
-{% endfor %}
-<h2>Assumptions</h2><ul>{% for k, v in assumptions.items() %}<li>{{ k }}: {{ v }}</li>{% endfor %}</ul>
-</body></html>
-"""
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def _rng(d: dict[str, float], digits: int = 0) -> str:
@@ -201,7 +96,11 @@ def _rng(d: dict[str, float], digits: int = 0) -> str:
 
 def _env(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
-        autoescape=autoescape, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
     env.filters.update(
         num=lambda n: f"{n:,}",
@@ -240,10 +139,10 @@ def write_report(plan: Plan, directory: Path) -> list[Path]:
     md_ctx = {**ctx, **{k: _clean(ctx[k]) for k in ("m", "w", "devices", "assumptions")}}
     paths = [directory / "plan.json", directory / "plan.md", directory / "plan.html"]
     paths[0].write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-    paths[1].write_text(_env(False).from_string(_MD).render(md_ctx))
+    paths[1].write_text(_env(False).get_template("plan.md.j2").render(md_ctx))
     html = (
         _env(True)
-        .from_string(_HTML)
+        .get_template("plan.html.j2")
         .render({**ctx, "memory_svg": memory_plot(plan), "throughput_svg": throughput_plot(plan)})
     )
     paths[2].write_text(html)

