@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import statistics
 import string
 import subprocess
@@ -118,6 +119,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     rounds = 1 if args.quick else args.rounds
+    # A SIGTERM (a timeout, a kill) unwinds through `finally`, so `shipyard up` is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         dataset = tmpdir / "prompts.jsonl"

@@ -391,6 +391,12 @@ def from_hf_config(path: str | Path) -> Architecture:
 # -- GGUF ---------------------------------------------------------------------------------------
 
 _GGUF_GLOBAL_EVERY = {"gemma2": 2, "gemma3": 6}
+# `general.file_type` (llama.cpp's llama_ftype): the name of the file's quantization mix.
+_FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+    19: "IQ2_XXS", 20: "IQ2_XS", 30: "IQ4_XS", 32: "BF16",
+}  # fmt: skip
 
 
 def from_gguf(path: str | Path) -> Architecture:
@@ -419,6 +425,7 @@ def from_gguf(path: str | Path) -> Architecture:
     vocab = header.array_lengths.get("tokenizer.ggml.tokens") or (embedding.shape[-1] if embedding else 0)
     experts = int(meta.get(f"{arch}.expert_count") or 1)
     file_type = meta.get("general.file_type")
+    mix = _FILE_TYPES.get(file_type, f"file type {file_type}") if isinstance(file_type, int) else "mix"
     return Architecture(
         name=str(meta.get("general.name") or Path(path).stem),
         layers=layers,
@@ -429,7 +436,7 @@ def from_gguf(path: str | Path) -> Architecture:
         intermediate=num("feed_forward_length"),
         vocab=int(vocab),
         max_context=num("context_length", 2048),
-        dtype=f"gguf (file type {file_type})",
+        dtype=f"GGUF {mix}",
         tied_embeddings="output.weight" not in names,
         experts=experts,
         experts_per_token=int(meta.get(f"{arch}.expert_used_count") or 1),

@@ -174,7 +174,7 @@ def _print(plan: Plan) -> None:
             f"{p.requests_per_s:.3g}",
             str(p.devices) if p.devices is not None else "—",
             f"{p.monthly_usd:,.0f}" if p.monthly_usd is not None else "—",
-            "; ".join(p.target_notes + ([d.measured] if d.measured else [])),
+            "; ".join(p.target_notes + (["CPU figures measured now: estimates"] if d.measured else [])),
         )
     console.print(table)
     best = plan.best
