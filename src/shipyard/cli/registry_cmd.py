@@ -84,9 +84,64 @@ def print_plan(plan: Plan, dry_run: bool) -> None:
     )
 
 
+def model_prices(home: str = HomeOpt, json_out: bool = JsonOpt) -> None:
+    """What each model in the registry will be charged per million tokens, and where that price
+    comes from: the model's own `pricing:` (config), the genai-prices catalogue (for providers it
+    knows by their API URL), local (nothing per token), or unpriced (cost 0: set `pricing:`)."""
+    from shipyard.providers.prices import resolve
+    from shipyard.registry.apply import runtime_config
+
+    registry, _ = _registry(home)
+    with exit_on_error():
+        loaded = runtime_config(registry.snapshot())
+    types = {p.name: p.type for p in loaded.config.providers}
+    rows: list[dict[str, Any]] = []
+    for m in loaded.config.models:
+        base_url = getattr(loaded.provider_options.get(m.provider), "base_url", None)
+        price = resolve(m, types.get(m.provider, ""), base_url)
+        rows.append(
+            {
+                "model": m.name,
+                "provider": m.provider,
+                "provider_model": m.provider_model,
+                "input_per_mtok": price.input_per_mtok,
+                "output_per_mtok": price.output_per_mtok,
+                "source": price.source,
+                "detail": price.detail,
+            }
+        )
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no models yet: `shipyard apply shipyard.yaml` or `shipyard up`")
+        return
+    table = CliTable(
+        Col("model"),
+        Col("provider", drop=2),
+        Col("input $/Mtok", justify="right"),
+        Col("output $/Mtok", justify="right"),
+        Col("source"),
+        Col("from", wrap=True, drop=1),
+        title=f"prices of {len(rows)} model(s)",
+    )
+    for r in rows:
+        table.add_row(
+            escape(r["model"]),
+            escape(r["provider"]),
+            f"{r['input_per_mtok']:g}",
+            f"{r['output_per_mtok']:g}",
+            r["source"],
+            escape(r["detail"]),
+        )
+    console.print(table)
+
+
 def make_group(kind: str) -> typer.Typer:
     plural = SECTIONS[kind]
     app = typer.Typer(help=HELP[kind], no_args_is_help=True)
+    if kind == "model":
+        app.command("prices")(model_prices)
     alias_app = typer.Typer(
         help=f"Named pointers to {kind} versions (`production`, `staging`, …).", no_args_is_help=True
     )

@@ -91,7 +91,20 @@ class ModelConfig(Strict):
     provider: str = Field(..., description="Name of a provider in `providers:`.")
     model: str | None = Field(None, description="Model name the provider knows; defaults to `name`.")
     kind: Literal["chat", "embedding"] = "chat"
-    pricing: Pricing = Field(default_factory=Pricing)
+    pricing: Pricing = Field(
+        default_factory=Pricing,
+        description="USD per million tokens. Unset: the price catalogue's, when it knows the provider (by "
+        "its API URL) and the model; `shipyard models prices` shows which applies.",
+    )
+    price_as: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]+/[^\s]+$",
+        max_length=200,
+        description="Charge this model at the price catalogue's `provider/model` (e.g. "
+        "`openai/gpt-4o-mini`): for a provider reached through a proxy or gateway whose URL the catalogue "
+        "does not know. "
+        "`pricing:` still wins.",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Default request params.")
 
     @property

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shipyard.config.loader import LoadedConfig
-from shipyard.config.schema import CacheConfig, LimitsConfig, ModelConfig, Pricing, RouteConfig, TargetConfig
+from shipyard.config.schema import CacheConfig, LimitsConfig, ModelConfig, RouteConfig, TargetConfig
 from shipyard.errors import ConfigError, RouteNotFound
 from shipyard.providers.base import Health, Provider, SupervisesWorkers, WorkerStatus
+from shipyard.providers.prices import Price
+from shipyard.providers.prices import resolve as resolve_price
 from shipyard.registry.prompts import Prompt
 
 if TYPE_CHECKING:
@@ -38,14 +40,18 @@ class Target:
     weight: float = 1.0
     model_version: int | None = None
     prompt: Prompt | None = None
+    price: Price | None = None  # resolved when the runtime is built (providers/prices.py)
 
     @property
     def provider_model(self) -> str:
         return self.model.provider_model
 
     @property
-    def pricing(self) -> Pricing:
-        return self.model.pricing
+    def pricing(self) -> Price:
+        """What a request costs here (the config's `pricing:`, else the price catalogue)."""
+        if self.price is None:
+            self.price = resolve_price(self.model, "", None)
+        return self.price
 
 
 @dataclass(slots=True)
@@ -164,6 +170,8 @@ class Runtime:
         route_prompt: str | None,
     ) -> Target:
         m = models[t.model]
+        provider = self.providers[m.provider]
+        price = resolve_price(m, self.provider_types[m.provider], getattr(provider, "base_url", None))
         return Target(
             label=t.label,
             model=m,
@@ -175,6 +183,7 @@ class Runtime:
             weight=t.weight,
             model_version=self.versions.get(("model", m.name)),
             prompt=self._prompt(t.prompt or route_prompt),
+            price=price,
         )
 
     def _route(self, r: RouteConfig, models: dict[str, ModelConfig], default_timeout: float) -> Route:

@@ -27,6 +27,7 @@ TARGET = "shipyard.target"
 ATTEMPT = "shipyard.attempt"
 TTFT_MS = "shipyard.ttft_ms"
 COST_USD = "shipyard.cost_usd"
+COST_SOURCE = "shipyard.cost.source"  # on the answering attempt: config | catalogue | local | unpriced
 STREAM = "shipyard.stream"
 STICKY = "shipyard.sticky"
 CANDIDATES = "shipyard.candidates"

@@ -119,8 +119,10 @@ def record_success(
     trace.model_version = target.model_version
     trace.input_tokens = usage.input_tokens
     trace.output_tokens = usage.output_tokens
-    trace.cost_usd = target.pricing.cost(usage.input_tokens, usage.output_tokens)
+    price = target.pricing
+    trace.cost_usd = price.cost(usage.input_tokens, usage.output_tokens)
     attrs = {
+        sc.COST_SOURCE: price.source,
         sc.RESPONSE_MODEL: model,
         sc.USAGE_INPUT_TOKENS: usage.input_tokens,
         sc.USAGE_OUTPUT_TOKENS: usage.output_tokens,
