@@ -42,6 +42,7 @@ from benchdoc import free_port, write_section
 PY = sys.executable
 KEY = "sk-shp-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(40))
 TOKENS = 128
+QUIET_SHARE = 0.9  # a round where the model worker had this share of the cores ran on a quiet machine
 PROMPTS = [
     "Write a 300-word story about a lighthouse keeper during a storm.",
     "List twenty facts about the ocean, one per line, each a full sentence.",
@@ -94,7 +95,28 @@ def estimate(input_tokens: int) -> dict[str, Any]:
     }
 
 
-def measure(url: str, dataset: Path, requests: int) -> dict[str, Any]:
+def worker_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """CPU seconds the server's model worker process has used so far (all its threads)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process(server.pid).children(recursive=True):
+        try:
+            if any("model_worker" in part for part in child.cmdline()):
+                times = child.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def measure(
+    url: str, dataset: Path, requests: int, server: subprocess.Popen[bytes] | None = None
+) -> dict[str, Any]:
+    """Decode rate from `shipyard bench run`, and the share of the machine's cores the model worker
+    got while it ran (its CPU seconds / (the run's duration × cores)): below 1 when other processes
+    took CPU time from it."""
+    cpu0 = worker_cpu_seconds(server) if server else 0.0
     cmd = [PY, "-m", "shipyard", "bench", "run", "--url", url, "--model", "bench", "--key", KEY, "--dataset",
            str(dataset), "--max-tokens", str(TOKENS), "--stream", "-j", "1", "-n", str(requests),
            "--no-track", "--json", "--timeout", "120"]  # fmt: skip
@@ -105,7 +127,10 @@ def measure(url: str, dataset: Path, requests: int) -> dict[str, Any]:
     if summary["errors"]:
         raise RuntimeError(f"shipyard bench saw errors: {summary['errors_by_type']}")
     itl = summary["itl_ms"]["mean"]
+    cpu = (worker_cpu_seconds(server) - cpu0) if server else 0.0
+    share = min(1.0, cpu / (summary["duration_s"] * (os.cpu_count() or 1))) if server else 1.0
     return {
+        "cpu_share": share,
         "tokens_per_s": 1000 / itl,
         "itl_ms": itl,
         "itl_p50_ms": summary["itl_ms"]["p50"],
@@ -134,14 +159,15 @@ def main() -> None:
             for i in range(rounds):
                 load = os.getloadavg()[0]
                 estimates.append(estimate(input_tokens=24))
-                measured.append(measure(url, dataset, len(PROMPTS) * 2))
+                measured.append(measure(url, dataset, len(PROMPTS) * 2, proc))
                 measured[-1]["load"] = max(load, os.getloadavg()[0])
                 print(
                     f"round {i + 1}: estimate {estimates[-1]['tokens_per_s']:.1f} tokens/s "
                     f"(bandwidth {estimates[-1]['bandwidth_gbs']:.1f} GB/s), "
                     f"measured {measured[-1]['tokens_per_s']:.1f} tokens/s "
                     f"(ITL p50 {measured[-1]['itl_p50_ms']:.1f} ms), "
-                    f"load average {measured[-1]['load']:.2f} on {os.cpu_count()} cores",
+                    f"load average {measured[-1]['load']:.2f} on {os.cpu_count()} cores, "
+                    f"the worker got {measured[-1]['cpu_share']:.0%} of them",
                     flush=True,
                 )
         finally:
@@ -179,16 +205,18 @@ def section(
     per_answer = statistics.mean(m["tokens"] for m in measured) / (len(PROMPTS) * 2)
     cores = os.cpu_count() or 1
     per_round = "; ".join(
-        f"{e['tokens_per_s']:.1f} / {m['tokens_per_s']:.1f} (load {m['load']:.1f})"
+        f"{e['tokens_per_s']:.1f} / {m['tokens_per_s']:.1f} (load {m['load']:.1f}, worker CPU share "
+        f"{m['cpu_share']:.0%})"
         for e, m in zip(estimates, measured, strict=True)
     )
-    quiet = [(e, m) for e, m in zip(estimates, measured, strict=True) if m["load"] <= cores]
+    quiet = [(e, m) for e, m in zip(estimates, measured, strict=True) if m["cpu_share"] >= QUIET_SHARE]
     quiet_line = ""
     if quiet and len(quiet) < len(measured):
         qe = statistics.median(e["tokens_per_s"] for e, _ in quiet)
         qm = statistics.median(m["tokens_per_s"] for _, m in quiet)
         quiet_line = (
-            f" In the {len(quiet)} round(s) with a load average at most the core count: estimate {qe:.1f}, "
+            f" In the {len(quiet)} round(s) where the worker had at least {QUIET_SHARE:.0%} of the cores: "
+            f"estimate {qe:.1f}, "
             f"measured {qm:.1f}, error {(qe - qm) / qm:+.1%}."
         )
     lines = [
@@ -219,9 +247,11 @@ def section(
         "the two times add. The optimistic end assumes they overlap perfectly.",
         "- The bandwidth is measured while the machine runs whatever else it runs (here: other jobs on "
         f"{cores} shared cores), as is the bench; each round runs both back to back. Per round (estimate / "
-        f"measured, the machine's 1-minute load average): {per_round}.{quiet_line} The planner plans for a "
-        "machine the model has to itself; a load average above the core count means other processes took CPU "
-        "time from the model, and the measured rate falls with it.",
+        f"measured, the machine's 1-minute load average, the share of the {cores} cores the model worker got "
+        f"while the bench ran): {per_round}.{quiet_line} The planner plans for a machine the model has to "
+        "itself; a load average above the core count means other processes took CPU time from the model, "
+        "and the measured rate falls with it (llama.cpp's threads spin between operations, so a worker "
+        "that has the cores to itself shows close to 100%).",
     ]
     return "\n".join(lines) + "\n"
 
