@@ -299,3 +299,13 @@ def test_bad_input_exits_2_naming_the_option(args: list[str], message: str, tmp_
     text = " ".join(result.output.split())
     assert re.search(re.escape(message), text), text
     assert "Traceback" not in result.output
+
+
+def test_a_ttft_target_the_prompt_cannot_meet_on_one_gpu_splits_it() -> None:
+    one = plan("llama-3.1-70b", "--dtype", "fp8", "--input-tokens", "8000", "--gpu", "h100")["devices"][0]
+    assert one["tensor_parallel"] == 2  # the memory's choice
+    fast = plan(
+        "llama-3.1-70b", "--dtype", "fp8", "--input-tokens", "8000", "--ttft-p95", "1000", "--gpu", "h100"
+    )["devices"][0]
+    # 8,000 tokens × 2 × 70 B FLOPs ≈ 1.1 PFLOP: ~1.3 s on two H100s at 45% MFU, under 1 s on four.
+    assert fast["tensor_parallel"] == 4 and fast["prefill_ms"]["mid"] < 1000

@@ -387,6 +387,10 @@ def plan_device(m: ModelFacts, dev: Device, w: Workload) -> DevicePlan:
         if w.tpot_ms is not None and step1[1] * 1000 > w.tpot_ms and tp != choices[-1]:
             last_reason = f"one sequence decodes at {step1[1] * 1000:.1f} ms/token > --tpot {w.tpot_ms:g} ms"
             continue
+        prefill_ms = _prefill(m, dev, tp, w.input_tokens)[1] * 1000
+        if w.ttft_p95_ms is not None and prefill_ms > w.ttft_p95_ms and tp != choices[-1]:
+            last_reason = f"the prompt's prefill takes {prefill_ms:.0f} ms > --ttft-p95 {w.ttft_p95_ms:g} ms"
+            continue
         plan = DevicePlan(dev, True, tp=tp, usable_bytes=usable, reserve_bytes=reserve, kv_pool_bytes=pool)
         _fill(plan, m, dev, tp, w, ctx_avg)
         return plan
