@@ -45,8 +45,8 @@ GPUS: dict[str, Device] = {
             70,
             1.006,
             "AWS G5 page (A10G: 24 GB, 600 GB/s; https://aws.amazon.com/ec2/instance-types/g5/); NVIDIA "
-            "publishes no A10G datasheet: BF16 dense 70 TFLOPS is the commonly quoted figure, below the A10's "
-            "125 (https://www.nvidia.com/en-us/data-center/products/a10-gpu/)",
+            "publishes no A10G datasheet: BF16 dense 70 TFLOPS is the commonly quoted figure, below the "
+            "A10's 125 (https://www.nvidia.com/en-us/data-center/products/a10-gpu/)",
             "AWS EC2 on-demand, g5.xlarge, us-east-1 (https://aws.amazon.com/ec2/pricing/on-demand/)",
         ),
         Device(
