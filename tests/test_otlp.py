@@ -859,3 +859,31 @@ def test_export_retries_and_flushes_on_shutdown(tmp_path: Path) -> None:
         assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "shipyard"
         log = a.log()
         assert "OTLP export flushed" in log and " 0 dropped)" in log.split("OTLP export flushed")[1]
+
+
+def test_a_provider_call_of_an_instrumented_app_is_priced_from_the_catalogue(server: ShipyardServer) -> None:
+    """An application that calls OpenAI itself and exports the span: no registry model prices
+    gpt-4.1-nano, so the price catalogue does, by the provider the span names."""
+    trace_id = new_trace_id(77)
+    now = time.time()
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "gpt-4.1-nano",
+        "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 500,
+    }
+    unknown = {**attrs, "gen_ai.system": "my-own-cluster", "gen_ai.request.model": "house-llm"}
+    body = request(
+        span(trace_id, "00f067aa0ba90200", None, "handle", now - 1, now),
+        span(
+            trace_id, "00f067aa0ba90201", "00f067aa0ba90200", "chat gpt-4o-mini", now - 0.9, now - 0.5, attrs
+        ),
+        span(
+            trace_id, "00f067aa0ba90202", "00f067aa0ba90200", "chat house-llm", now - 0.4, now - 0.1, unknown
+        ),
+    )
+    assert post(server, body, PROTO).status_code == 200
+    t = wait_trace(server.store_url(), trace_id)
+    # 1000 × $0.10 + 500 × $0.40 per million tokens; the unknown provider's call adds nothing.
+    assert t["cost_usd"] == pytest.approx((1000 * 0.1 + 500 * 0.4) / 1e6)

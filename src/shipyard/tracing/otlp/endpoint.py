@@ -42,6 +42,7 @@ from shipyard.tracing.spans import Span
 
 if TYPE_CHECKING:
     from shipyard.config.schema import Pricing
+    from shipyard.providers.prices import Price
     from shipyard.store.db import Store
 
 log = logging.getLogger("shipyard.tracing")
@@ -107,17 +108,48 @@ def ingest_bytes(
     return IngestOutcome(batch.spans, result.traces, rejected, message)
 
 
+# gen_ai.provider.name values (and older gen_ai.system ones) that name a provider of the price
+# catalogue by another id.
+CATALOGUE_PROVIDERS = {
+    "aws.bedrock": "aws",
+    "az.ai.inference": "azure",
+    "az.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "azure.ai.openai": "azure",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "mistral_ai": "mistral",
+    "xai": "x-ai",
+}
+MAX_CACHED_PRICES = 1024  # (provider, model) pairs remembered; names come from clients
+
+
 def price_lookup(models: Mapping[str, Any]) -> PriceLookup:
-    """Pricing of a registry model by its name or the name its provider knows it by."""
+    """A model call's price: the registry model's `pricing` by its name or the name its provider
+    knows it by; else the price catalogue's, for the provider the span names (an application that
+    calls OpenAI directly and exports `gen_ai.system: openai`, `gen_ai.request.model: gpt-4o-mini`)."""
+    from shipyard.providers.prices import catalogue_price
+
     by_name: dict[str, Pricing] = {}
     for m in models.values():
         pricing = m.pricing
         if pricing.input_per_mtok or pricing.output_per_mtok:
             by_name.setdefault(m.name, pricing)
             by_name.setdefault(m.provider_model, pricing)
+    catalogue: dict[tuple[str, str], Price | None] = {}
 
-    def lookup(name: str) -> Pricing | None:
-        return by_name.get(name)
+    def lookup(name: str, system: str | None) -> Pricing | Price | None:
+        found = by_name.get(name)
+        if found is not None or system is None:
+            return found
+        key = (system, name)
+        if key not in catalogue:
+            if len(catalogue) >= MAX_CACHED_PRICES:
+                catalogue.clear()
+            provider = CATALOGUE_PROVIDERS.get(system.lower(), system.lower())
+            catalogue[key] = catalogue_price(name, None, provider)
+        return catalogue[key]
 
     return lookup
 

@@ -42,6 +42,7 @@ from shipyard.tracing.spans import Span, Trace
 
 if TYPE_CHECKING:
     from shipyard.config.schema import Pricing
+    from shipyard.providers.prices import Price
 
 # Column widths of the traces table (Postgres enforces them).
 _MAX_OPERATION = 32
@@ -53,7 +54,8 @@ _MAX_INT = 2**31 - 1
 
 _INDEXED = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(\w+)$")
 
-PriceLookup = Callable[[str], "Pricing | None"]
+# A model's price by its name and the provider the span names (gen_ai.provider.name / gen_ai.system).
+PriceLookup = Callable[[str, str | None], "Pricing | Price | None"]
 
 
 def summarize(trace_id: str, spans: list[Span], price: PriceLookup | None = None) -> Trace:
@@ -217,9 +219,11 @@ def _usage_and_cost(t: Trace, ordered: list[Span], by_id: dict[str, Span], price
     cost: float | None = None
     for s in leaves:
         pricing = None
+        system = _first(s.attributes.get(k) for k in (sc.PROVIDER_NAME, sc.SYSTEM))
+        system = system if isinstance(system, str) and system else None
         for name in (s.attributes.get(sc.RESPONSE_MODEL), s.attributes.get(sc.REQUEST_MODEL)):
             if isinstance(name, str) and name:
-                pricing = price(name)
+                pricing = price(name, system)
                 if pricing is not None:
                     break
         if pricing is not None:
