@@ -95,6 +95,25 @@ def estimate(input_tokens: int) -> dict[str, Any]:
     }
 
 
+def wait_for_quiet(server: subprocess.Popen[bytes], limit_s: float = 180) -> float:
+    """Wait (up to ``limit_s``) until the machine is quiet: a 1-minute load average under 0.75 per
+    core and no model worker running but this server's. The seconds waited."""
+    import psutil
+
+    ours = {c.pid for c in psutil.Process(server.pid).children(recursive=True)}
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        others = [
+            p
+            for p in psutil.process_iter(["pid", "cmdline"])
+            if p.info["pid"] not in ours and any("model_worker" in part for part in p.info["cmdline"] or [])
+        ]
+        if os.getloadavg()[0] < 0.75 * (os.cpu_count() or 1) and not others:
+            break
+        time.sleep(5)
+    return time.monotonic() - start
+
+
 def worker_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     """CPU seconds the server's model worker process has used so far (all its threads)."""
     import psutil
@@ -157,10 +176,12 @@ def main() -> None:
             measure(url, dataset, 1)  # warm up: the model loaded, the first request's costs paid
             estimates, measured = [], []
             for i in range(rounds):
+                waited = wait_for_quiet(proc)
                 load = os.getloadavg()[0]
                 estimates.append(estimate(input_tokens=24))
                 measured.append(measure(url, dataset, len(PROMPTS) * 2, proc))
                 measured[-1]["load"] = max(load, os.getloadavg()[0])
+                measured[-1]["waited_s"] = waited
                 print(
                     f"round {i + 1}: estimate {estimates[-1]['tokens_per_s']:.1f} tokens/s "
                     f"(bandwidth {estimates[-1]['bandwidth_gbs']:.1f} GB/s), "
@@ -228,7 +249,9 @@ def section(
         f"answers of up to {TOKENS} tokens ({per_answer:.0f} on average: the model ends them), "
         f"{rounds} rounds of {len(PROMPTS) * 2} requests; each round runs the planner (which measures the "
         "CPU on the spot) and "
-        "then `shipyard bench run` against `shipyard up`, back to back; medians over rounds. Reproduce with "
+        "then `shipyard bench run` against `shipyard up`, back to back, once the machine is quiet (a "
+        "1-minute load average under 0.75 per core and no other model worker, waiting up to 3 minutes); medians "
+        "over rounds. Reproduce with "
         "`.venv/bin/python benchmarks/plan_check.py`.",
         "",
         "| | decode tokens/s (1 sequence) |",
