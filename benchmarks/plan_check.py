@@ -250,8 +250,8 @@ def section(
         f"{rounds} rounds of {len(PROMPTS) * 2} requests; each round runs the planner (which measures the "
         "CPU on the spot) and "
         "then `shipyard bench run` against `shipyard up`, back to back, once the machine is quiet (a "
-        "1-minute load average under 0.75 per core and no other model worker, waiting up to 3 minutes); medians "
-        "over rounds. Reproduce with "
+        "1-minute load average under 0.75 per core and no other model worker, waiting up to 3 minutes); "
+        "medians over rounds. Reproduce with "
         "`.venv/bin/python benchmarks/plan_check.py`.",
         "",
         "| | decode tokens/s (1 sequence) |",
