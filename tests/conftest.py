@@ -51,6 +51,22 @@ def _drop_test_databases() -> Iterator[None]:
             drop_database(TEST_DB, url)
 
 
+def store_url_for(home: Path) -> str:
+    """The store of a server home: its SQLite file, or under SHIPYARD_TEST_DB its own database."""
+    if TEST_DB:
+        if home not in _TEST_DATABASES:
+            _TEST_DATABASES[home] = create_database(TEST_DB)
+        return _TEST_DATABASES[home]
+    return f"sqlite:///{home / 'shipyard.db'}"
+
+
+def cli_env(args: Any) -> dict[str, str]:
+    """Extra environment for a CLI call with ``args`` run in this process (typer's CliRunner): the
+    database of the home it names, under SHIPYARD_TEST_DB."""
+    url = _database_for_args(args)
+    return {"SHIPYARD_DATABASE_URL": url} if url is not None else {}
+
+
 def _database_for_args(args: Any) -> str | None:
     """Under SHIPYARD_TEST_DB: the database of the server home a `shipyard … --home HOME` command
     names, so that the CLI a test runs against a server reaches that server's store."""
@@ -124,9 +140,7 @@ class ShipyardServer:
         self.database_url: str | None = self.env.get("SHIPYARD_DATABASE_URL")
         if TEST_DB and self.database_url is None:
             # One database per home: a server restarted on the same home finds its data again.
-            if home not in _TEST_DATABASES:
-                _TEST_DATABASES[home] = create_database(TEST_DB)
-            self.database_url = self.env["SHIPYARD_DATABASE_URL"] = _TEST_DATABASES[home]
+            self.database_url = self.env["SHIPYARD_DATABASE_URL"] = store_url_for(home)
         self.env.setdefault("SHIPYARD_ADMIN_KEY", make_key())
         self.admin_key = self.env["SHIPYARD_ADMIN_KEY"]
         self.headers = {"Authorization": f"Bearer {self.admin_key}"}

@@ -33,7 +33,7 @@ from shipyard.store import traces as traces_q
 from shipyard.store.db import Store
 from shipyard.store.tables import alert_events, feedback, traces
 from shipyard.tracing.spans import Trace
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, cli_env, store_url_for
 
 
 # -- a webhook receiver -----------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def test_a_synthetic_drift_fires_one_webhook_and_resolves_when_unshifted(
     shipyard_server: Any, receiver: Receiver, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    store = Store(f"sqlite:///{home / 'shipyard.db'}")
+    store = Store(store_url_for(home))
     store.migrate()
     now = time.time()
     reference = (now - 7200 + 60, now - 3600 - 60)
@@ -271,7 +271,9 @@ def shipyard_cli(*args: str) -> Any:
 
     from shipyard.cli.main import app
 
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "SHIPYARD_CONFIG": None})
+    return CliRunner().invoke(
+        app, list(args), env={"COLUMNS": "200", "SHIPYARD_CONFIG": None, **cli_env(args)}
+    )
 
 
 def test_error_rate_fires_after_its_for_duration_once_survives_a_restart_and_resolves(

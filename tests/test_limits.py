@@ -175,7 +175,7 @@ def test_redis_backend_keeps_the_budget_under_a_burst(shipyard_server: Any, redi
         config("{usd_per_day: 0.01}", latency_ms=400), env={"SHIPYARD_REDIS_URL": REDIS_URL}
     )
     # The server's key prefix comes from its store's URL: workers sharing a store share counters.
-    prefix = redis_prefix(f"sqlite:///{server.home.resolve() / 'shipyard.db'}")
+    prefix = redis_prefix(server.database_url or f"sqlite:///{server.home.resolve() / 'shipyard.db'}")
     try:
         responses = asyncio.run(fire(server.url, 100))
         check_budget_burst(responses, 0.01)

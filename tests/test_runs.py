@@ -588,8 +588,9 @@ def test_python_api_and_server_share_the_store(server: Any) -> None:
         print(run.run_id)
         """
     )
+    env = {**os.environ, **({"SHIPYARD_DATABASE_URL": server.database_url} if server.database_url else {})}
     r = subprocess.run(
-        [sys.executable, "-c", script, str(server.home)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script, str(server.home)], capture_output=True, text=True, timeout=120, env=env
     )
     assert r.returncode == 0, r.stderr
     run_id = r.stdout.strip()
