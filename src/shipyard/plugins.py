@@ -25,6 +25,7 @@ hookimpl = pluggy.HookimplMarker("shipyard")
 BUILTIN_PLUGINS = (
     "shipyard.providers.mock",
     "shipyard.providers.openai_compat",
+    "shipyard.providers.anthropic",
     "shipyard.providers.local",
     "shipyard.providers.wordllama",
     "shipyard.evals.scorers",

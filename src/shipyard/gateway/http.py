@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from shipyard.errors import Forbidden, PayloadTooLarge, ShipyardError, Unauthorized
 from shipyard.gateway import validation
+from shipyard.gateway.anthropic_messages import messages_endpoint
 from shipyard.gateway.auth import AuthService, Principal
 from shipyard.gateway.service import Gateway
 from shipyard.gateway.stages.cache import HIT_ATTR, MATCH_ATTR, SIMILARITY_ATTR
@@ -86,11 +87,14 @@ def v1_routes(gw: Gateway, auth: AuthService, limit: int, max_inputs: int) -> V1
     trace ingest and the gateway's own OpenAPI schema. ``limit``: largest request body in bytes;
     ``max_inputs``: most inputs of one embeddings request."""
 
-    def _caller(request: Request, model: Any, kind: str) -> Principal | None:
+    def _caller(
+        request: Request, model: Any, kind: str, credentials: Mapping[str, str] | None = None
+    ) -> Principal | None:
         """Who may call route ``model``: a key with a role that calls the gateway and a scope that
         includes the route; no key only for a public route. Unknown routes get 401 before 404 so
-        that route names are not told to callers without a key."""
-        principal = auth.from_headers(request.headers, cookies=False)
+        that route names are not told to callers without a key. ``credentials``: headers to read
+        the key from instead of the request's (/v1/messages: Anthropic's `x-api-key`)."""
+        principal = auth.from_headers(credentials or request.headers, cookies=False)
         if principal is None:
             runtime = gw.runtime
             route = runtime.routes.get(model) if isinstance(model, str) else None
@@ -187,6 +191,8 @@ def v1_routes(gw: Gateway, auth: AuthService, limit: int, max_inputs: int) -> V1
         "/v1/chat/completions": chat_completions,
         "/v1/completions": completions,
         "/v1/embeddings": embeddings,
+        # Anthropic's Messages API over the same pipeline (gateway/anthropic_messages.py).
+        "/v1/messages": messages_endpoint(gw, _caller, lambda r: _read_body(r, limit), _trace_headers),
     }
     routes: list[BaseRoute] = [
         *(Route(path, handler, methods=["POST"]) for path, handler in hot.items()),
