@@ -658,3 +658,19 @@ def test_provider_request_translation_refuses_what_it_cannot_send() -> None:
         "text", "tool_result", "tool_result",
     ]  # fmt: skip
     assert out["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+def test_claude_models_are_priced_from_the_catalogue_unless_configured() -> None:
+    from shipyard.config.schema import ModelConfig, Pricing
+    from shipyard.providers.anthropic import AnthropicProvider
+    from shipyard.providers.prices import resolve
+
+    url = AnthropicProvider("claude", AnthropicOptions()).base_url
+    price = resolve(
+        ModelConfig(name="h", provider="claude", model="claude-3-5-haiku-20241022"), "anthropic", url
+    )
+    assert price.source == "catalogue" and price.pricing.input_per_mtok > 0
+    configured = ModelConfig(
+        name="h", provider="claude", model="claude-3-5-haiku-20241022", pricing=Pricing(input_per_mtok=1)
+    )
+    assert resolve(configured, "anthropic", url).source == "config"

@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 from shipyard import __version__
+from shipyard.gateway import anthropic_openapi
 from shipyard.gateway.validation import MAX_EMBEDDING_DIMENSIONS, ROLES
 
 _REF = "#/components/schemas/"
@@ -538,6 +539,7 @@ def _paths() -> dict[str, Any]:
             "One vector per input, in order.",
             _EMBEDDING_EXAMPLES,
         ),
+        "/v1/messages": anthropic_openapi.path(_TRACE_HEADERS, _RETRY_AFTER),
         "/v1/models": {
             "get": {
                 "operationId": "listModels",
@@ -712,9 +714,10 @@ def _build() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A Shipyard API key, `sk-shp-` followed by 40 letters and digits.",
-                }
+                },
+                "anthropicKey": anthropic_openapi.SECURITY_SCHEME,
             },
-            "schemas": {**_schemas(), "Readiness": _READINESS},
+            "schemas": {**_schemas(), **anthropic_openapi.schemas(), "Readiness": _READINESS},
         },
     }
 

@@ -271,6 +271,7 @@ class AnthropicProvider(BaseProvider):
         super().__init__(name)
         self.options = options
         base = options.base_url.rstrip("/")
+        self.base_url = base  # what the price catalogue recognises the provider by
         self.url = base + "/v1/messages"
         self.shown_url = strip_userinfo(base)
         headers = {
