@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "shipyard.retries",
         "shipyard.plugins",
         "shipyard.config",
+        "shipyard.prices",
         "shipyard.tracing.spans",
         "shipyard.tracing.semconv",
     ),

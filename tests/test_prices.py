@@ -15,9 +15,9 @@ import openai
 import pytest
 
 from shipyard.config.schema import ModelConfig, Pricing
+from shipyard.prices import resolve
 from shipyard.providers.mock import MockOptions
 from shipyard.providers.mock_upstream import MockUpstream
-from shipyard.providers.prices import resolve
 from tests.conftest import ThreadServer
 from tests.helpers import attempt_spans, wait_trace
 
@@ -148,7 +148,7 @@ def test_the_catalogue_is_never_fetched(tmp_path: Path) -> None:
         "def refuse(*a, **k): raise OSError('no network')\n"
         "socket.socket.connect = refuse\n"
         "from shipyard.config.schema import ModelConfig\n"
-        "from shipyard.providers.prices import resolve\n"
+        "from shipyard.prices import resolve\n"
         "p = resolve(ModelConfig(name='m', provider='p', model='gpt-4o-mini'), 'openai', 'https://api.openai.com/v1')\n"
         "print(p.source, p.cost(1000, 1000))\n"
     )

@@ -88,7 +88,7 @@ def model_prices(home: str = HomeOpt, json_out: bool = JsonOpt) -> None:
     """What each model in the registry will be charged per million tokens, and where that price
     comes from: the model's own `pricing:` (config), the genai-prices catalogue (for providers it
     knows by their API URL), local (nothing per token), or unpriced (cost 0: set `pricing:`)."""
-    from shipyard.providers.prices import resolve
+    from shipyard.prices import resolve
     from shipyard.registry.apply import runtime_config
 
     registry, _ = _registry(home)

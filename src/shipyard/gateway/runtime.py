@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from shipyard.config.loader import LoadedConfig
 from shipyard.config.schema import CacheConfig, LimitsConfig, ModelConfig, RouteConfig, TargetConfig
 from shipyard.errors import ConfigError, RouteNotFound
+from shipyard.prices import Price
+from shipyard.prices import resolve as resolve_price
 from shipyard.providers.base import Health, Provider, SupervisesWorkers, WorkerStatus
-from shipyard.providers.prices import Price
-from shipyard.providers.prices import resolve as resolve_price
 from shipyard.registry.prompts import Prompt
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class Target:
     weight: float = 1.0
     model_version: int | None = None
     prompt: Prompt | None = None
-    price: Price | None = None  # resolved when the runtime is built (providers/prices.py)
+    price: Price | None = None  # resolved when the runtime is built (prices.py)
 
     @property
     def provider_model(self) -> str:

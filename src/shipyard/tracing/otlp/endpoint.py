@@ -42,7 +42,7 @@ from shipyard.tracing.spans import Span
 
 if TYPE_CHECKING:
     from shipyard.config.schema import Pricing
-    from shipyard.providers.prices import Price
+    from shipyard.prices import Price
     from shipyard.store.db import Store
 
 log = logging.getLogger("shipyard.tracing")
@@ -129,7 +129,7 @@ def price_lookup(models: Mapping[str, Any]) -> PriceLookup:
     """A model call's price: the registry model's `pricing` by its name or the name its provider
     knows it by; else the price catalogue's, for the provider the span names (an application that
     calls OpenAI directly and exports `gen_ai.system: openai`, `gen_ai.request.model: gpt-4o-mini`)."""
-    from shipyard.providers.prices import catalogue_price
+    from shipyard.prices import catalogue_price
 
     by_name: dict[str, Pricing] = {}
     for m in models.values():

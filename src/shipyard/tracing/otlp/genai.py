@@ -42,7 +42,7 @@ from shipyard.tracing.spans import Span, Trace
 
 if TYPE_CHECKING:
     from shipyard.config.schema import Pricing
-    from shipyard.providers.prices import Price
+    from shipyard.prices import Price
 
 # Column widths of the traces table (Postgres enforces them).
 _MAX_OPERATION = 32
