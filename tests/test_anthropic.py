@@ -96,6 +96,9 @@ class FakeAnthropic:
             await self._error(send, 400, "invalid_request_error", "temperature: must be at most 1.0")
             return
         message = self._message(body)
+        if model == "claude-flaky" and body.get("stream"):
+            await self._stream(send, message, fail=True)
+            return
         if body.get("stream"):
             await self._stream(send, message)
         else:
@@ -136,7 +139,7 @@ class FakeAnthropic:
             "usage": {"input_tokens": 21, "output_tokens": words},
         }
 
-    async def _stream(self, send: Send, message: dict[str, Any]) -> None:
+    async def _stream(self, send: Send, message: dict[str, Any], fail: bool = False) -> None:
         events: list[dict[str, Any]] = [
             {
                 "type": "message_start",
@@ -173,6 +176,8 @@ class FakeAnthropic:
                         }
                     )
             events.append({"type": "content_block_stop", "index": i})
+        if fail:  # overloaded after the stream began, as Anthropic's API can be
+            events[1:] = [{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}]
         events.append(
             {
                 "type": "message_delta",
@@ -188,8 +193,12 @@ class FakeAnthropic:
                 "headers": [(b"content-type", b"text/event-stream")],
             }
         )
+        if fail:
+            events = events[:2]
         for event in events:
-            if event["type"] != "ping":
+            if event["type"] == "error":
+                ErrorResponse.model_validate(event)
+            elif event["type"] != "ping":
                 EVENTS.validate_python(event)
             data = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -231,6 +240,7 @@ models:
   - {{name: claude-busy-m, provider: claude, model: claude-busy, pricing: {CLAUDE_PRICE}}}
   - {{name: claude-over-m, provider: claude, model: claude-overloaded, pricing: {CLAUDE_PRICE}}}
   - {{name: claude-strict-m, provider: claude, model: claude-strict, pricing: {CLAUDE_PRICE}}}
+  - {{name: claude-flaky-m, provider: claude, model: claude-flaky, pricing: {CLAUDE_PRICE}}}
 routes:
   - {{name: chat, targets: [{{model: mock-m}}]}}
   - {{name: claude, targets: [{{model: claude-m}}]}}
@@ -238,10 +248,14 @@ routes:
     targets: [{{model: claude-busy-m}}]
     fallbacks: [{{model: claude-over-m}}, {{model: claude-m}}]
   - {{name: strict, targets: [{{model: claude-strict-m}}]}}
+  - {{name: flaky, targets: [{{model: claude-flaky-m}}]}}
   - name: guarded
     targets: [{{model: mock-m}}]
     guards:
       input: [{{type: injection}}]
+  - name: cached
+    targets: [{{model: claude-m}}]
+    cache: {{}}
   - name: budgeted
     targets: [{{model: mock-m}}]
     limits: {{usd_per_day: 0.00000001}}
@@ -421,6 +435,19 @@ def test_anthropic_client_through_the_anthropic_provider(shipyard_server: Any, f
         final.stop_reason == "tool_use" and final.usage.input_tokens == 21 and final.usage.output_tokens == 7
     )
 
+    # The route's response cache answers /v1/messages too, whole and streamed.
+    calls = len(fake.received)
+    ask: Any = [{"role": "user", "content": "Is the harbour open?"}]
+    for _ in range(2):
+        raw = client.messages.with_raw_response.create(model="cached", max_tokens=32, messages=ask)
+        assert raw.parse().content[0].text == FakeAnthropic.TEXT  # type: ignore[union-attr]
+    assert raw.headers["x-shipyard-cache"] == "hit" and len(fake.received) == calls + 1
+    for _ in range(2):
+        with client.messages.stream(model="cached", max_tokens=32, messages=ask) as stream:
+            assert "".join(stream.text_stream) == FakeAnthropic.TEXT
+            assert stream.get_final_message().usage.output_tokens == 5
+    assert stream.response.headers["x-shipyard-cache"] == "hit"
+
     # A stop sequence that matched comes back as one.
     cut = client.messages.create(
         model="claude", max_tokens=64, messages=question, stop_sequences=["following"]
@@ -556,6 +583,24 @@ def test_anthropic_provider_errors(shipyard_server: Any, fake: Any) -> None:
     assert "temperature: must be at most 1.0" in err2.value.body["error"]["message"]  # type: ignore[index]
 
 
+def test_an_upstream_failure_mid_stream_ends_the_stream_with_an_error(
+    shipyard_server: Any, fake: Any
+) -> None:
+    """Once the stream began, the gateway cannot fall back: the client gets an error event, in
+    OpenAI's shape on /v1/chat/completions and in Anthropic's on /v1/messages."""
+    server = shipyard_server(config(fake.url))
+    ask: Any = [{"role": "user", "content": "hi"}]
+    stream = server.openai().chat.completions.create(model="flaky", messages=ask, stream=True)
+    with pytest.raises(openai.APIError, match="overloaded_error"):
+        list(stream)
+    client = anthropic.Anthropic(base_url=server.url, api_key=server.admin_key, max_retries=0)
+    with (
+        pytest.raises(anthropic.APIStatusError, match="overloaded_error"),
+        client.messages.stream(model="flaky", max_tokens=8, messages=ask) as events,
+    ):
+        list(events)
+
+
 def test_a_route_of_429s_only_answers_429_with_retry_after(shipyard_server: Any, fake: Any) -> None:
     cfg = config(fake.url) + "  - {name: only-busy, targets: [{model: claude-busy-m}]}\n"
     server = shipyard_server(cfg)
@@ -662,8 +707,8 @@ def test_provider_request_translation_refuses_what_it_cannot_send() -> None:
 
 def test_claude_models_are_priced_from_the_catalogue_unless_configured() -> None:
     from shipyard.config.schema import ModelConfig, Pricing
+    from shipyard.prices import resolve
     from shipyard.providers.anthropic import AnthropicProvider
-    from shipyard.providers.prices import resolve
 
     url = AnthropicProvider("claude", AnthropicOptions()).base_url
     price = resolve(
@@ -674,3 +719,29 @@ def test_claude_models_are_priced_from_the_catalogue_unless_configured() -> None
         name="h", provider="claude", model="claude-3-5-haiku-20241022", pricing=Pricing(input_per_mtok=1)
     )
     assert resolve(configured, "anthropic", url).source == "config"
+
+
+@pytest.mark.local_model
+def test_anthropic_client_on_the_embedded_local_model(tmp_path: Any) -> None:
+    """The acceptance case: no config, the default route on the embedded llama.cpp model."""
+    from tests.conftest import ShipyardServer
+
+    server = ShipyardServer(tmp_path / "home").start()
+    try:
+        client = anthropic.Anthropic(base_url=server.url, api_key=server.admin_key, max_retries=0)
+        question: Any = [{"role": "user", "content": "What is the capital of France?"}]
+        message = client.messages.create(
+            model="default", max_tokens=20, messages=question, extra_body={"temperature": 0}
+        )
+        text = message.content[0].text  # type: ignore[union-attr]
+        assert "paris" in text.lower()
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        assert message.usage.input_tokens > 0 and 1 <= message.usage.output_tokens <= 20
+        with client.messages.stream(
+            model="default", max_tokens=20, messages=question, extra_body={"temperature": 0}
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert streamed == text and final.usage.output_tokens == message.usage.output_tokens
+    finally:
+        server.stop()
