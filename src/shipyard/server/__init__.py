@@ -110,7 +110,7 @@ def create_app(platform: Platform, background_start: bool = False) -> FastPath:
         if exc.status_code == 404 and exc.detail == "Not Found":
             message = (
                 f"no endpoint at {request.method} {request.url.path}; the gateway serves "
-                "/v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models"
+                "/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages and /v1/models"
             )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
