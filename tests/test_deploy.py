@@ -547,10 +547,10 @@ READ_ONLY_ROOT = """\
 set -e
 mount --make-rprivate /
 mount -o remount,bind,ro /
-mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs "$RW"   # the only writable place (in a pod: /tmp and SHIPYARD_HOME)
 if touch /.shipyard-ro-probe 2>/dev/null; then echo "root is writable"; exit 1; fi
-cd /tmp
-"$SHIPYARD" up > /tmp/up.log 2>&1 &
+cd "$RW"
+"$SHIPYARD" up > "$RW/up.log" 2>&1 &
 pid=$!
 for i in $(seq 1 120); do
   if "$PYTHON" -c "import httpx,sys; sys.exit(httpx.get('$BASE/readyz').status_code != 200)" 2>/dev/null
@@ -568,7 +568,7 @@ print("embedding:", len(client.embeddings.create(model="wordllama", input="ships
 PY
 kill -TERM $pid
 wait $pid || true
-grep -i -E "read-only|Traceback" /tmp/up.log || true
+grep -i -E "read-only|Traceback" "$RW/up.log" || true
 """
 
 
@@ -585,15 +585,21 @@ def test_shipyard_up_serves_on_a_read_only_root_filesystem(tmp_path: Path) -> No
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # A tmpfs on a directory of the test's own, not over /tmp: the checkout (and its .venv) may
+    # itself live under /tmp, and must stay visible, read-only.
+    rw = tmp_path / "rw"
+    rw.mkdir()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")},
         "SHIPYARD": str(Path(sys.executable).parent / "shipyard"),
         "PYTHON": sys.executable,
-        "SHIPYARD_HOME": "/tmp/home",
+        "RW": str(rw),
+        "TMPDIR": str(rw),
+        "SHIPYARD_HOME": str(rw / "home"),
         "SHIPYARD_PORT": str(port),
         "BASE": f"http://127.0.0.1:{port}",
         "SHIPYARD_LOCAL_THREADS": "1",
-        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "MPLCONFIGDIR": str(rw / "matplotlib"),
         "SHIPYARD_ADMIN_KEY": "sk-shp-" + "R" * 40,
     }
     r = subprocess.run(

@@ -50,4 +50,4 @@ def test_unknown_type_lists_plugin_types() -> None:
 
     with pytest.raises(ConfigError) as exc:
         parse_config("providers: [{name: p, type: nope}]", "t.yaml", {})
-    assert "known types: local, mock, openai, wordllama" in exc.value.problems[0]
+    assert "known types: anthropic, local, mock, openai, wordllama" in exc.value.problems[0]
